@@ -1,0 +1,20 @@
+//! Sluice's storage engine: thread-per-core shards, each a raft group whose
+//! log is the shard's durable write-ahead log, applying into an in-memory
+//! Arrow buffer. See ARCHITECTURE.md for the invariants.
+
+pub mod batch;
+pub mod buffer;
+pub mod catalog;
+pub mod error;
+mod raftnode;
+mod runtime;
+mod shard;
+mod slogbridge;
+mod wal;
+
+pub use batch::{TableBatch, WriteBatch};
+pub use buffer::{adapt_batch, BufferedBatch};
+pub use catalog::{Catalog, CatalogSnapshot, ColumnKind, ColumnRequest, FieldType, TableSchema};
+pub use error::{EngineError, Result};
+pub use runtime::{CoreContext, CoreFuture, CoreService, Engine, EngineConfig, EngineHandle};
+pub use shard::ShardStats;

@@ -1,0 +1,275 @@
+//! The loop each shard runs on its own core.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use futures::future::{select, Either};
+use raft::prelude::Entry;
+
+use crate::batch::{self, TableBatch, WriteBatch};
+use crate::buffer::{Buffer, BufferedBatch, TableStats};
+use crate::catalog::Catalog;
+use crate::error::{EngineError, Result};
+use crate::raftnode::{NoPeers, RaftNode};
+
+const TICK: Duration = Duration::from_millis(100);
+/// Upper bound on what one group commit collects before it fsyncs.
+const MAX_GROUP_BYTES: usize = 64 << 20;
+
+pub(crate) enum ShardMsg {
+    Write {
+        batch: WriteBatch,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Shutdown,
+}
+
+pub(crate) enum QueryMsg {
+    Snapshot {
+        database: String,
+        table: String,
+        min: i64,
+        max: i64,
+        reply: oneshot::Sender<Vec<BufferedBatch>>,
+    },
+    Stats {
+        reply: oneshot::Sender<ShardStats>,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ShardStats {
+    pub shard: usize,
+    pub tables: Vec<(String, String, TableStats)>,
+    pub log_bytes_synced: u64,
+    pub raft_last_index: u64,
+    pub raft_leader: bool,
+}
+
+struct Pending {
+    index: u64,
+    term: u64,
+    tables: Vec<TableBatch>,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+pub(crate) struct ShardParts {
+    pub id: usize,
+    pub dir: PathBuf,
+    pub catalog: Arc<Catalog>,
+    pub writes: flume::Receiver<ShardMsg>,
+    pub queries: flume::Receiver<QueryMsg>,
+}
+
+/// glommio decides whether the disk supports polled I/O from the first DMA
+/// file an executor opens, and gets it wrong for an empty file; opening a
+/// non-empty one first keeps later O_DIRECT reads working.
+async fn probe_disk(dir: &std::path::Path) -> Result<()> {
+    let path = dir.join(".io-probe");
+    let ok = std::fs::metadata(&path).map(|m| m.len() >= 4096).unwrap_or(false);
+    if !ok {
+        std::fs::write(&path, vec![0u8; 4096]).map_err(|e| EngineError::io(&path, e))?;
+    }
+    let f = glommio::io::DmaFile::open(&path)
+        .await
+        .map_err(|e| EngineError::io(&path, e.into()))?;
+    f.close().await.map_err(|e| EngineError::io(&path, e.into()))
+}
+
+fn apply_entry(
+    e: &Entry,
+    pending: &mut VecDeque<Pending>,
+    buffer: &RefCell<Buffer>,
+    shard: usize,
+) {
+    while pending.front().is_some_and(|p| p.index < e.index) {
+        if let Some(p) = pending.pop_front() {
+            let _ = p.reply.send(Err(EngineError::NotLeader { shard }));
+        }
+    }
+    let mine = pending
+        .front()
+        .is_some_and(|p| p.index == e.index && p.term == e.term);
+    if mine {
+        if let Some(p) = pending.pop_front() {
+            let mut buf = buffer.borrow_mut();
+            for t in p.tables {
+                buf.insert(&t.database, &t.table, t.batch);
+            }
+            drop(buf);
+            let _ = p.reply.send(Ok(()));
+        }
+        return;
+    }
+    if e.data.is_empty() {
+        return;
+    }
+    match batch::decode(e.index, &e.data) {
+        Ok(tables) => {
+            let mut buf = buffer.borrow_mut();
+            for t in tables {
+                buf.insert(&t.database, &t.table, t.batch);
+            }
+        }
+        Err(err) => tracing::error!(shard, error = %err, "committed entry skipped"),
+    }
+}
+
+pub(crate) async fn run(
+    parts: ShardParts,
+    ready: std::sync::mpsc::Sender<Result<()>>,
+    on_ready: impl FnOnce(),
+) {
+    let id = parts.id;
+    let started = async {
+        std::fs::create_dir_all(&parts.dir).map_err(|e| EngineError::io(&parts.dir, e))?;
+        probe_disk(&parts.dir).await?;
+        let mut node = RaftNode::open(id, &parts.dir.join("raft.wal"), NoPeers).await?;
+        let buffer = Rc::new(RefCell::new(Buffer::new(parts.catalog.clone())));
+        let mut pending = VecDeque::new();
+        // Become leader and apply everything the log holds before serving.
+        let target = node.last_index();
+        let mut applied = 0u64;
+        for _ in 0..1000 {
+            node.drive(&mut |e: &Entry| {
+                applied = e.index;
+                apply_entry(e, &mut pending, &buffer, id)
+            })
+            .await?;
+            if node.is_leader() && applied >= target {
+                break;
+            }
+        }
+        if !node.is_leader() {
+            return Err(EngineError::Runtime(format!(
+                "shard {id} did not become raft leader after replay"
+            )));
+        }
+        Ok((node, buffer, pending))
+    }
+    .await;
+    let (mut node, buffer, mut pending) = match started {
+        Ok(s) => {
+            let _ = ready.send(Ok(()));
+            s
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    on_ready();
+
+    let stats_node = Rc::new(RefCell::new(ShardStats {
+        shard: id,
+        ..Default::default()
+    }));
+    let qbuf = buffer.clone();
+    let qstats = stats_node.clone();
+    let queries = parts.queries.clone();
+    glommio::spawn_local(async move {
+        while let Ok(msg) = queries.recv_async().await {
+            match msg {
+                QueryMsg::Snapshot {
+                    database,
+                    table,
+                    min,
+                    max,
+                    reply,
+                } => {
+                    let _ = reply.send(qbuf.borrow().snapshot(&database, &table, min, max));
+                }
+                QueryMsg::Stats { reply } => {
+                    let mut s = qstats.borrow().clone();
+                    s.tables = qbuf.borrow().stats();
+                    let _ = reply.send(s);
+                }
+            }
+        }
+    })
+    .detach();
+
+    let mut last_tick = Instant::now();
+    let mut shutdown = false;
+    while !shutdown {
+        let first = {
+            let recv = parts.writes.recv_async();
+            let sleep = glommio::timer::sleep(TICK);
+            futures::pin_mut!(recv, sleep);
+            match select(recv, sleep).await {
+                Either::Left((Ok(m), _)) => Some(m),
+                Either::Left((Err(_), _)) => {
+                    shutdown = true;
+                    None
+                }
+                Either::Right(_) => None,
+            }
+        };
+        let mut group_bytes = 0usize;
+        let mut next = first;
+        loop {
+            match next.take() {
+                Some(ShardMsg::Write { batch, reply }) => {
+                    group_bytes += batch.encoded_len();
+                    if batch.is_empty() {
+                        let _ = reply.send(Ok(()));
+                    } else {
+                        let (tables, data) = batch.into_parts();
+                        match node.propose(data) {
+                            Ok((index, term)) => pending.push_back(Pending {
+                                index,
+                                term,
+                                tables,
+                                reply,
+                            }),
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
+                    }
+                }
+                Some(ShardMsg::Shutdown) => shutdown = true,
+                None => {}
+            }
+            if shutdown || group_bytes >= MAX_GROUP_BYTES {
+                break;
+            }
+            match parts.writes.try_recv() {
+                Ok(m) => next = Some(m),
+                Err(_) => break,
+            }
+        }
+        if last_tick.elapsed() >= TICK {
+            node.tick();
+            last_tick = Instant::now();
+        }
+        let res = node
+            .drive(&mut |e: &Entry| apply_entry(e, &mut pending, &buffer, id))
+            .await;
+        if let Err(e) = res {
+            // A failed fsync leaves the page cache in an unknown state: stop
+            // taking writes rather than acknowledge anything on top of it.
+            tracing::error!(shard = id, error = %e, "shard log failed; shard stops accepting writes");
+            for p in pending.drain(..) {
+                let _ = p.reply.send(Err(EngineError::ShardUnavailable(id)));
+            }
+            break;
+        }
+        let mut s = stats_node.borrow_mut();
+        s.log_bytes_synced = node.wal_bytes();
+        s.raft_last_index = node.last_index();
+        s.raft_leader = node.is_leader();
+    }
+    for p in pending.drain(..) {
+        let _ = p.reply.send(Err(EngineError::ShardUnavailable(id)));
+    }
+    if let Err(e) = node.close().await {
+        tracing::warn!(shard = id, error = %e, "closing shard log");
+    }
+    tracing::info!(shard = id, "shard stopped");
+}
