@@ -1,1 +1,139 @@
-fn main() {}
+//! The `sluice` binary: configuration, startup and wiring of the crates.
+
+mod config;
+mod error;
+mod http;
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use sluice_engine::{Engine, EngineConfig};
+use sluice_ingest::tcp::{self, TcpConfig};
+use sluice_query::QueryEngine;
+use tracing_subscriber::EnvFilter;
+
+use config::{Cli, Command, Config};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (args, print_only) = match &cli.command {
+        Command::Serve(a) => (a, false),
+        Command::Config(a) => (a, true),
+    };
+    let cfg = match Config::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if print_only {
+        match toml::to_string_pretty(&cfg) {
+            Ok(s) => print!("{s}"),
+            Err(e) => eprintln!("sluice: {e}"),
+        }
+        return ExitCode::SUCCESS;
+    }
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    match serve(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(cfg: Config) -> Result<(), String> {
+    // Bind everything before starting shards, so a taken port fails fast and clearly.
+    let http_listener = TcpListener::bind(cfg.http.addr)
+        .map_err(|e| format!("cannot listen for HTTP on {}: {e}", cfg.http.addr))?;
+    http_listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("HTTP listener: {e}"))?;
+    let mut services = Vec::new();
+    if cfg.lp_tcp.enabled {
+        tcp::check_bind(cfg.lp_tcp.addr).map_err(|e| {
+            format!("cannot listen for line protocol over TCP on {}: {e}", cfg.lp_tcp.addr)
+        })?;
+        services.push(tcp::service(TcpConfig {
+            addr: cfg.lp_tcp.addr,
+            database: cfg.lp_tcp.database.clone(),
+        }));
+    }
+    let mut engine = Engine::start(
+        &EngineConfig {
+            data_dir: cfg.engine.data_dir.clone(),
+            shards: cfg.engine.shards,
+            io_memory: cfg.engine.io_memory,
+            pin_cores: cfg.engine.pin_cores,
+        },
+        services,
+    )
+    .map_err(|e| format!("starting the engine: {e}"))?;
+    let state = Arc::new(http::AppState {
+        engine: engine.handle(),
+        query: QueryEngine::new(engine.handle()),
+        max_body_bytes: cfg.http.max_body_bytes,
+        auth_token: cfg.http.auth_token.clone(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice-http")
+        .build()
+        .map_err(|e| format!("starting the HTTP runtime: {e}"))?;
+    let result = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(http_listener)
+            .map_err(|e| format!("HTTP listener: {e}"))?;
+        tracing::info!(
+            http = %cfg.http.addr,
+            lp_tcp = %if cfg.lp_tcp.enabled { cfg.lp_tcp.addr.to_string() } else { "off".into() },
+            data_dir = %cfg.engine.data_dir.display(),
+            shards = cfg.engine.shards,
+            "sluice is ready"
+        );
+        axum::serve(listener, http::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| format!("HTTP server: {e}"))
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    engine.stop();
+    tracing::info!("sluice stopped");
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                futures::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = futures::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,1 +1,9 @@
+//! Protocol front ends: they turn what clients send into shard writes.
+//! They own parsing and validation; durability belongs to the engine.
 
+pub mod error;
+pub mod lp;
+pub mod tcp;
+
+pub use error::IngestError;
+pub use lp::{prepare, LineError, Precision, Prepared, WriteOptions};

@@ -1,0 +1,213 @@
+//! Configuration, layered: built-in defaults < TOML file < `SLUICE_…`
+//! environment variables < command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a time-series ingestion appliance (line protocol in, SQL out)",
+    after_help = "Every setting can also come from a TOML file (--config) or from the \
+environment as SLUICE_<SECTION>__<KEY>, e.g. SLUICE_HTTP__ADDR=0.0.0.0:8086 or \
+SLUICE_ENGINE__SHARDS=4. Precedence: defaults < file < environment < flags."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the server: HTTP API, line protocol over TCP, and the shards.
+    Serve(ServeArgs),
+    /// Print the effective configuration as TOML and exit.
+    Config(ServeArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory holding the catalog and the shard logs [default: ./sluice-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP API address: /write, /api/v2/write, /query, /api/v1/sql, /ping, /health
+    /// [default: 127.0.0.1:8086].
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Line protocol over TCP address [default: 127.0.0.1:8094].
+    #[arg(long, value_name = "ADDR")]
+    pub lp_tcp_addr: Option<SocketAddr>,
+    /// Number of shards, one per core [default: number of cores].
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub engine: EngineSection,
+    pub http: HttpSection,
+    pub lp_tcp: LpTcpSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    pub data_dir: PathBuf,
+    /// 0 means one per core.
+    pub shards: usize,
+    /// io_uring buffer memory per shard, in bytes.
+    pub io_memory: usize,
+    pub pin_cores: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    pub addr: SocketAddr,
+    /// Largest accepted request body, after gzip decompression.
+    pub max_body_bytes: usize,
+    /// When set, every API call must present this token
+    /// (`Authorization: Token …`, `Bearer …`, basic auth password, or `p=`).
+    pub auth_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LpTcpSection {
+    pub enabled: bool,
+    pub addr: SocketAddr,
+    /// Database that lines received over TCP are written to.
+    pub database: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// A tracing filter, e.g. `info` or `sluice=debug,info`; RUST_LOG overrides it.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            engine: EngineSection::default(),
+            http: HttpSection::default(),
+            lp_tcp: LpTcpSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            data_dir: PathBuf::from("./sluice-data"),
+            shards: 0,
+            io_memory: 1 << 20,
+            pin_cores: true,
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8086)),
+            max_body_bytes: 64 << 20,
+            auth_token: None,
+        }
+    }
+}
+
+impl Default for LpTcpSection {
+    fn default() -> Self {
+        LpTcpSection {
+            enabled: true,
+            addr: SocketAddr::from(([127, 0, 0, 1], 8094)),
+            database: "default".into(),
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(args: &ServeArgs) -> Result<Config, String> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &args.config {
+            if !path.exists() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("SLUICE_").split("__"));
+        let mut cfg: Config = fig.extract().map_err(|e| e.to_string())?;
+        if let Some(d) = &args.data_dir {
+            cfg.engine.data_dir = d.clone();
+        }
+        if let Some(a) = args.http_addr {
+            cfg.http.addr = a;
+        }
+        if let Some(a) = args.lp_tcp_addr {
+            cfg.lp_tcp.addr = a;
+        }
+        if let Some(n) = args.shards {
+            cfg.engine.shards = n;
+        }
+        if cfg.engine.shards == 0 {
+            cfg.engine.shards = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "s.toml",
+                "[http]\naddr = \"127.0.0.1:9000\"\n[engine]\nshards = 3\nio_memory = 2097152\n",
+            )?;
+            jail.set_env("SLUICE_ENGINE__SHARDS", "5");
+            let args = ServeArgs {
+                config: Some("s.toml".into()),
+                ..Default::default()
+            };
+            let cfg = Config::load(&args).map_err(figment::Error::from)?;
+            assert_eq!(cfg.http.addr.port(), 9000, "file beats defaults");
+            assert_eq!(cfg.engine.shards, 5, "env beats file");
+            assert_eq!(cfg.engine.io_memory, 2 << 20);
+            let args = ServeArgs {
+                config: Some("s.toml".into()),
+                shards: Some(7),
+                ..Default::default()
+            };
+            let cfg = Config::load(&args).map_err(figment::Error::from)?;
+            assert_eq!(cfg.engine.shards, 7, "flags beat env");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,234 @@
+//! DataFusion's view of Sluice: catalog `sluice`, one schema per database,
+//! one table per measurement, read from consistent per-shard snapshots.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use sluice_engine::catalog::TIME_COLUMN;
+use sluice_engine::{adapt_batch, EngineHandle};
+
+pub const CATALOG: &str = "sluice";
+
+pub struct SluiceCatalog {
+    engine: EngineHandle,
+}
+
+impl SluiceCatalog {
+    pub fn new(engine: EngineHandle) -> Self {
+        SluiceCatalog { engine }
+    }
+}
+
+impl fmt::Debug for SluiceCatalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SluiceCatalog")
+    }
+}
+
+impl CatalogProvider for SluiceCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        self.engine
+            .catalog()
+            .snapshot()
+            .databases
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if !self.engine.catalog().database_exists(name) {
+            return None;
+        }
+        Some(Arc::new(SluiceSchema {
+            engine: self.engine.clone(),
+            database: name.to_string(),
+        }))
+    }
+}
+
+struct SluiceSchema {
+    engine: EngineHandle,
+    database: String,
+}
+
+impl fmt::Debug for SluiceSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SluiceSchema({})", self.database)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SluiceSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.engine
+            .catalog()
+            .snapshot()
+            .databases
+            .get(&self.database)
+            .map(|d| d.tables.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let snap = self.engine.catalog().snapshot();
+        Ok(snap.table(&self.database, name).map(|t| {
+            Arc::new(SluiceTable {
+                engine: self.engine.clone(),
+                database: self.database.clone(),
+                table: name.to_string(),
+                schema: t.arrow_schema(),
+            }) as Arc<dyn TableProvider>
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.engine
+            .catalog()
+            .snapshot()
+            .table(&self.database, name)
+            .is_some()
+    }
+}
+
+struct SluiceTable {
+    engine: EngineHandle,
+    database: String,
+    table: String,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for SluiceTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SluiceTable({}.{})", self.database, self.table)
+    }
+}
+
+fn timestamp_ns(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::TimestampNanosecond(Some(x), _) => Some(*x),
+        ScalarValue::TimestampMicrosecond(Some(x), _) => x.checked_mul(1_000),
+        ScalarValue::TimestampMillisecond(Some(x), _) => x.checked_mul(1_000_000),
+        ScalarValue::TimestampSecond(Some(x), _) => x.checked_mul(1_000_000_000),
+        _ => None,
+    }
+}
+
+fn is_time(e: &Expr) -> bool {
+    matches!(e, Expr::Column(c) if c.name == TIME_COLUMN)
+}
+
+fn literal_ns(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Literal(v, _) => timestamp_ns(v),
+        Expr::Cast(c) => literal_ns(&c.expr),
+        _ => None,
+    }
+}
+
+/// The `[min, max]` (inclusive, ns) a filter confines `time` to, if it does.
+fn time_bound(e: &Expr) -> Option<(i64, i64)> {
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (v, op) = if is_time(left) {
+                (literal_ns(right)?, *op)
+            } else if is_time(right) {
+                (literal_ns(left)?, op.swap()?)
+            } else {
+                return None;
+            };
+            match op {
+                Operator::Eq => Some((v, v)),
+                Operator::Gt => Some((v.saturating_add(1), i64::MAX)),
+                Operator::GtEq => Some((v, i64::MAX)),
+                Operator::Lt => Some((i64::MIN, v.saturating_sub(1))),
+                Operator::LtEq => Some((i64::MIN, v)),
+                _ => None,
+            }
+        }
+        Expr::Between(Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        }) if is_time(expr) => Some((literal_ns(low)?, literal_ns(high)?)),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl TableProvider for SluiceTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Time filters prune whole batches; DataFusion still applies every
+        // filter row by row, hence Inexact.
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if time_bound(f).is_some() {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (mut min, mut max) = (i64::MIN, i64::MAX);
+        for (lo, hi) in filters.iter().filter_map(time_bound) {
+            min = min.max(lo);
+            max = max.min(hi);
+        }
+        let projected = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let shards = if min > max {
+            Vec::new()
+        } else {
+            self.engine
+                .snapshot(&self.database, &self.table, min, max)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+        };
+        let mut partitions = Vec::with_capacity(shards.len().max(1));
+        for shard in shards {
+            let batches = shard
+                .iter()
+                .map(|b| adapt_batch(&b.batch, &projected))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            partitions.push(batches);
+        }
+        if partitions.is_empty() {
+            partitions.push(Vec::new());
+        }
+        let exec = MemorySourceConfig::try_new_exec(&partitions, projected, None)?;
+        Ok(exec)
+    }
+}
