@@ -1,1 +1,223 @@
+//! End-to-end test support: [`TestServer`] runs the real `sluice` binary on
+//! free loopback ports with its own data directory, and talks to it the way
+//! clients do (HTTP and TCP).
 
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use reqwest::blocking::Client;
+use serde_json::Value;
+
+/// Path of the `sluice` binary built for this test run.
+pub fn sluice_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SLUICE_BIN") {
+        return PathBuf::from(p);
+    }
+    // Tests run from target/<profile>/deps/; the binary sits one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("sluice");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p sluice` before the end-to-end tests",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub struct TestServer {
+    child: Option<Child>,
+    pub http: SocketAddr,
+    pub lp_tcp: SocketAddr,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    env: Vec<(String, String)>,
+    pub client: Client,
+    log_path: PathBuf,
+}
+
+impl TestServer {
+    /// A server on a fresh data directory.
+    pub fn start() -> TestServer {
+        Self::start_with_env(&[])
+    }
+
+    pub fn start_with_env(env: &[(&str, &str)]) -> TestServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = Self::build(tmp.path().to_path_buf(), env);
+        s._tmp = Some(tmp);
+        s.spawn();
+        s
+    }
+
+    fn build(data_dir: PathBuf, env: &[(&str, &str)]) -> TestServer {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let lp_tcp = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log_path = data_dir.with_extension("log");
+        TestServer {
+            child: None,
+            http,
+            lp_tcp,
+            data_dir,
+            _tmp: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            client: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+            log_path,
+        }
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let mut cmd = Command::new(sluice_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--http-addr")
+            .arg(self.http.to_string())
+            .arg("--lp-tcp-addr")
+            .arg(self.lp_tcp.to_string())
+            .arg("--shards")
+            .arg("2")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn sluice"));
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("sluice exited during startup ({status}):\n{}", self.log());
+                }
+            }
+            if let Ok(r) = self.client.get(self.url("/health")).send() {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sluice did not become ready:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Starts the server again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server before restarting it");
+        self.spawn();
+    }
+
+    pub fn write(&self, db: &str, body: &str) -> reqwest::blocking::Response {
+        self.client
+            .post(self.url(&format!("/write?db={db}")))
+            .body(body.to_string())
+            .send()
+            .expect("write request")
+    }
+
+    /// Runs SQL; panics unless it answers 200. Returns the JSON document.
+    pub fn sql(&self, db: &str, sql: &str) -> Value {
+        let r = self
+            .client
+            .post(self.url("/api/v1/sql"))
+            .json(&serde_json::json!({"db": db, "sql": sql}))
+            .send()
+            .expect("sql request");
+        let status = r.status();
+        let text = r.text().expect("sql body");
+        assert!(status.is_success(), "SQL {sql:?} failed with {status}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON {e}: {text}"))
+    }
+
+    /// Rows of a query's result.
+    pub fn rows(&self, db: &str, sql: &str) -> Vec<Vec<Value>> {
+        let v = self.sql(db, sql);
+        serde_json::from_value(v["rows"].clone()).expect("rows")
+    }
+
+    pub fn count(&self, db: &str, table: &str) -> i64 {
+        let rows = self.rows(db, &format!("SELECT count(*) FROM \"{table}\""));
+        rows[0][0].as_i64().expect("count")
+    }
+
+    pub fn tcp_send(&self, data: &[u8]) {
+        let mut s = TcpStream::connect(self.lp_tcp).expect("connect lp tcp");
+        s.write_all(data).expect("tcp write");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- sluice log ---\n{}", self.log());
+        }
+        self.kill9();
+    }
+}
