@@ -174,9 +174,16 @@ impl TestServer {
         self.spawn();
     }
 
+    /// Adds the configured API token, if the server was started with one.
+    fn authed(&self, rb: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        match self.env.iter().find(|(k, _)| k == "SLUICE_HTTP__AUTH_TOKEN") {
+            Some((_, t)) => rb.header("Authorization", format!("Token {t}")),
+            None => rb,
+        }
+    }
+
     pub fn write(&self, db: &str, body: &str) -> reqwest::blocking::Response {
-        self.client
-            .post(self.url(&format!("/write?db={db}")))
+        self.authed(self.client.post(self.url(&format!("/write?db={db}"))))
             .body(body.to_string())
             .send()
             .expect("write request")
@@ -185,8 +192,7 @@ impl TestServer {
     /// Runs SQL; panics unless it answers 200. Returns the JSON document.
     pub fn sql(&self, db: &str, sql: &str) -> Value {
         let r = self
-            .client
-            .post(self.url("/api/v1/sql"))
+            .authed(self.client.post(self.url("/api/v1/sql")))
             .json(&serde_json::json!({"db": db, "sql": sql}))
             .send()
             .expect("sql request");
