@@ -51,7 +51,7 @@ pub struct ServeArgs {
     pub shards: Option<usize>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub engine: EngineSection,
@@ -96,17 +96,6 @@ pub struct LpTcpSection {
 pub struct LogSection {
     /// A tracing filter, e.g. `info` or `sluice=debug,info`; RUST_LOG overrides it.
     pub level: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            engine: EngineSection::default(),
-            http: HttpSection::default(),
-            lp_tcp: LpTcpSection::default(),
-            log: LogSection::default(),
-        }
-    }
 }
 
 impl Default for EngineSection {
@@ -185,6 +174,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's own error type
     fn layers_apply_in_order() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -64,7 +64,10 @@ fn serve(cfg: Config) -> Result<(), String> {
     let mut services = Vec::new();
     if cfg.lp_tcp.enabled {
         tcp::check_bind(cfg.lp_tcp.addr).map_err(|e| {
-            format!("cannot listen for line protocol over TCP on {}: {e}", cfg.lp_tcp.addr)
+            format!(
+                "cannot listen for line protocol over TCP on {}: {e}",
+                cfg.lp_tcp.addr
+            )
         })?;
         services.push(tcp::service(TcpConfig {
             addr: cfg.lp_tcp.addr,

@@ -101,7 +101,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
         if self.buf.len() < n {
-            return Err(format!("truncated: wanted {n} bytes, {} left", self.buf.len()));
+            return Err(format!(
+                "truncated: wanted {n} bytes, {} left",
+                self.buf.len()
+            ));
         }
         let (a, b) = self.buf.split_at(n);
         self.buf = b;

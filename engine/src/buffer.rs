@@ -58,7 +58,11 @@ impl Buffer {
             return;
         }
         let Some((min_time, max_time)) = time_range(&batch) else {
-            tracing::error!(database, table, "batch without a time column dropped from buffer");
+            tracing::error!(
+                database,
+                table,
+                "batch without a time column dropped from buffer"
+            );
             return;
         };
         let key = (database.to_string(), table.to_string());
@@ -90,7 +94,9 @@ impl Buffer {
                             tb.small.push(m);
                         }
                     }
-                    Err(e) => tracing::warn!(database, table, error = %e, "merging buffered batches failed; kept them apart"),
+                    Err(e) => {
+                        tracing::warn!(database, table, error = %e, "merging buffered batches failed; kept them apart")
+                    }
                 }
             }
         }

@@ -160,9 +160,10 @@ impl CatalogSnapshot {
                     .map(|t| t.columns.clone())
                     .unwrap_or_default();
                 cols.insert(column.clone(), *kind);
-                dbdef
-                    .tables
-                    .insert(table.clone(), Arc::new(TableSchema::new(table.clone(), cols)));
+                dbdef.tables.insert(
+                    table.clone(),
+                    Arc::new(TableSchema::new(table.clone(), cols)),
+                );
             }
         }
     }
@@ -295,18 +296,16 @@ impl Catalog {
         if self.database_exists(db) {
             return Ok(());
         }
-        self.commit(
-            log,
-            vec![Record::CreateDatabase {
-                db: db.to_string(),
-            }],
-        )
+        self.commit(log, vec![Record::CreateDatabase { db: db.to_string() }])
     }
 
     /// Makes sure `db.table` has every requested column with the requested
     /// kind. Returns the first conflict; adds nothing in that case.
     pub fn ensure_columns(&self, db: &str, table: &str, cols: &[ColumnRequest<'_>]) -> Result<()> {
-        if self.check(&self.snapshot.load(), db, table, cols)?.is_empty() {
+        if self
+            .check(&self.snapshot.load(), db, table, cols)?
+            .is_empty()
+        {
             return Ok(());
         }
         let log = self.log.lock();
@@ -367,7 +366,11 @@ impl Catalog {
         Ok(missing)
     }
 
-    fn commit(&self, mut log: parking_lot::MutexGuard<'_, File>, records: Vec<Record>) -> Result<()> {
+    fn commit(
+        &self,
+        mut log: parking_lot::MutexGuard<'_, File>,
+        records: Vec<Record>,
+    ) -> Result<()> {
         let mut buf = Vec::new();
         for r in &records {
             serde_json::to_writer(&mut buf, r).map_err(|e| EngineError::Encode(e.to_string()))?;

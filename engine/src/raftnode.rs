@@ -30,7 +30,10 @@ pub struct NoPeers;
 impl Transport for NoPeers {
     fn send(&self, msgs: Vec<Message>) {
         if !msgs.is_empty() {
-            tracing::warn!(count = msgs.len(), "raft messages for peers dropped: single-node group");
+            tracing::warn!(
+                count = msgs.len(),
+                "raft messages for peers dropped: single-node group"
+            );
         }
     }
 }

@@ -86,7 +86,9 @@ impl EngineHandle {
         }
         let mut first_err = None;
         for (shard, rx) in waits {
-            let res = rx.await.unwrap_or(Err(EngineError::ShardUnavailable(shard)));
+            let res = rx
+                .await
+                .unwrap_or(Err(EngineError::ShardUnavailable(shard)));
             if let Err(e) = res {
                 first_err.get_or_insert(e);
             }
@@ -148,7 +150,9 @@ pub struct Engine {
 /// RLIMIT_MEMLOCK as the kernel reports it for this process.
 fn memlock_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max locked memory"))?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max locked memory"))?;
     let soft = line.split_whitespace().nth(3)?;
     if soft == "unlimited" {
         return Some(u64::MAX);

@@ -71,22 +71,21 @@ pub(crate) struct ShardParts {
 /// non-empty one first keeps later O_DIRECT reads working.
 async fn probe_disk(dir: &std::path::Path) -> Result<()> {
     let path = dir.join(".io-probe");
-    let ok = std::fs::metadata(&path).map(|m| m.len() >= 4096).unwrap_or(false);
+    let ok = std::fs::metadata(&path)
+        .map(|m| m.len() >= 4096)
+        .unwrap_or(false);
     if !ok {
         std::fs::write(&path, vec![0u8; 4096]).map_err(|e| EngineError::io(&path, e))?;
     }
     let f = glommio::io::DmaFile::open(&path)
         .await
         .map_err(|e| EngineError::io(&path, e.into()))?;
-    f.close().await.map_err(|e| EngineError::io(&path, e.into()))
+    f.close()
+        .await
+        .map_err(|e| EngineError::io(&path, e.into()))
 }
 
-fn apply_entry(
-    e: &Entry,
-    pending: &mut VecDeque<Pending>,
-    buffer: &RefCell<Buffer>,
-    shard: usize,
-) {
+fn apply_entry(e: &Entry, pending: &mut VecDeque<Pending>, buffer: &RefCell<Buffer>, shard: usize) {
     while pending.front().is_some_and(|p| p.index < e.index) {
         if let Some(p) = pending.pop_front() {
             let _ = p.reply.send(Err(EngineError::NotLeader { shard }));

@@ -63,14 +63,18 @@ pub fn replay(path: &Path) -> Result<Replay> {
     let mut out = Replay::default();
     let mut pos = 0usize;
     while pos + HEADER <= data.len() {
-        let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        let len =
+            u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
         if len == 0 {
             break;
         }
         let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
         let body_start = pos + HEADER;
         if len > MAX_RECORD || body_start + len > data.len() {
-            out.cut = Some((pos as u64, format!("record of {len} bytes runs past the end of the file")));
+            out.cut = Some((
+                pos as u64,
+                format!("record of {len} bytes runs past the end of the file"),
+            ));
             break;
         }
         let body = &data[body_start..body_start + len];
@@ -109,27 +113,36 @@ fn decode_body(body: &[u8]) -> std::result::Result<WalRecord, String> {
                 2 => EntryType::EntryConfChangeV2,
                 t => return Err(format!("unknown entry type {t}")),
             };
-            let ctx_len = u32::from_le_bytes(payload[17..21].try_into().map_err(|_| "ctx")?) as usize;
+            let ctx_len =
+                u32::from_le_bytes(payload[17..21].try_into().map_err(|_| "ctx")?) as usize;
             let rest = &payload[21..];
             if ctx_len > rest.len() {
                 return Err("entry context runs past the record".into());
             }
-            let mut e = Entry::default();
-            e.index = index;
-            e.term = term;
+            let mut e = Entry {
+                index,
+                term,
+                context: rest[..ctx_len].to_vec().into(),
+                data: rest[ctx_len..].to_vec().into(),
+                ..Default::default()
+            };
             e.set_entry_type(etype);
-            e.context = rest[..ctx_len].to_vec().into();
-            e.data = rest[ctx_len..].to_vec().into();
             Ok(WalRecord::Entry(e))
         }
         KIND_HARD_STATE => {
             if payload.len() != 24 {
                 return Err("hard state record has the wrong size".into());
             }
-            let mut hs = HardState::default();
-            hs.term = u64::from_le_bytes(payload[0..8].try_into().map_err(|_| "term")?);
-            hs.vote = u64::from_le_bytes(payload[8..16].try_into().map_err(|_| "vote")?);
-            hs.commit = u64::from_le_bytes(payload[16..24].try_into().map_err(|_| "commit")?);
+            let word = |i: usize| -> std::result::Result<u64, String> {
+                let b: [u8; 8] = payload[i..i + 8].try_into().map_err(|_| "hard state")?;
+                Ok(u64::from_le_bytes(b))
+            };
+            let hs = HardState {
+                term: word(0)?,
+                vote: word(8)?,
+                commit: word(16)?,
+                ..Default::default()
+            };
             Ok(WalRecord::HardState(hs))
         }
         KIND_CONF_STATE => ConfState::parse_from_bytes(payload)
@@ -162,14 +175,21 @@ impl Wal {
             if rd.len() < tail_len {
                 return Err(EngineError::io(
                     path,
-                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read of log tail"),
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "short read of log tail",
+                    ),
                 ));
             }
             tail.extend_from_slice(&rd[..tail_len]);
         }
         // Drop whatever lies past the valid prefix (a torn or corrupt tail) so a
         // later replay cannot mistake stale bytes for records.
-        let keep = if tail_len > 0 { block_start + align } else { block_start };
+        let keep = if tail_len > 0 {
+            block_start + align
+        } else {
+            block_start
+        };
         file.truncate(keep)
             .await
             .map_err(|e| EngineError::io(path, e.into()))?;
@@ -207,7 +227,9 @@ impl Wal {
     pub fn append_entry(&mut self, e: &Entry) -> Result<()> {
         let len = 21 + e.context.len() + e.data.len();
         if len + 1 > MAX_RECORD {
-            return Err(EngineError::Encode(format!("log entry of {len} bytes is too large")));
+            return Err(EngineError::Encode(format!(
+                "log entry of {len} bytes is too large"
+            )));
         }
         let mut head = [0u8; 21];
         head[0..8].copy_from_slice(&e.index.to_le_bytes());

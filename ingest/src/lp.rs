@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    StringDictionaryBuilder, TimestampNanosecondArray, UInt64Builder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
+    StringBuilder, StringDictionaryBuilder, TimestampNanosecondArray, UInt64Builder,
 };
 use arrow::datatypes::{Field, Int32Type, Schema};
 use influxdb_line_protocol::{parse_lines, split_lines, FieldValue};
@@ -230,8 +230,9 @@ impl TableBuilder {
         let mut names: Vec<String> = self.columns.keys().cloned().collect();
         names.sort();
         let mut fields = vec![Field::new(TIME_COLUMN, time_data_type(), false)];
-        let mut arrays: Vec<ArrayRef> =
-            vec![Arc::new(TimestampNanosecondArray::from(self.times).with_timezone("UTC"))];
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(
+            TimestampNanosecondArray::from(self.times).with_timezone("UTC"),
+        )];
         for n in names {
             if let Some((kind, mut b)) = self.columns.remove(&n) {
                 let dt = match kind {
@@ -351,15 +352,16 @@ pub fn prepare(
                 }
             },
         };
-        let known = snap.table(db, table).is_some_and(|s| {
-            values
-                .iter()
-                .all(|(n, kind, _)| s.column(n) == Some(*kind))
-        });
+        let known = snap
+            .table(db, table)
+            .is_some_and(|s| values.iter().all(|(n, kind, _)| s.column(n) == Some(*kind)));
         if !known {
             let reqs: Vec<ColumnRequest<'_>> = values
                 .iter()
-                .map(|(n, kind, _)| ColumnRequest { name: n, kind: *kind })
+                .map(|(n, kind, _)| ColumnRequest {
+                    name: n,
+                    kind: *kind,
+                })
                 .collect();
             match catalog.ensure_columns(db, table, &reqs) {
                 Ok(()) => snap = catalog.snapshot(),

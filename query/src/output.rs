@@ -31,15 +31,15 @@ impl Format {
 
     /// Picks a format from an `Accept` header; `None` when it names none we serve.
     pub fn from_accept(accept: &str) -> Option<Self> {
-        accept.split(',').find_map(|part| {
-            match part.split(';').next().unwrap_or("").trim() {
+        accept
+            .split(',')
+            .find_map(|part| match part.split(';').next().unwrap_or("").trim() {
                 "application/json" => Some(Format::Json),
                 "application/x-ndjson" | "application/jsonl" => Some(Format::JsonLines),
                 "text/csv" => Some(Format::Csv),
                 "application/vnd.apache.arrow.stream" => Some(Format::Arrow),
                 _ => None,
-            }
-        })
+            })
     }
 
     pub fn content_type(self) -> &'static str {
@@ -125,7 +125,8 @@ impl Encoder {
                     if i > 0 {
                         out.push(b',');
                     }
-                    let col = serde_json::json!({"name": f.name(), "type": type_name(f.data_type())});
+                    let col =
+                        serde_json::json!({"name": f.name(), "type": type_name(f.data_type())});
                     let _ = serde_json::to_writer(&mut out, &col);
                 }
                 out.extend_from_slice(b"],\"rows\":[");
@@ -184,7 +185,11 @@ impl Encoder {
                         }
                         json_cell(&mut out, col.as_ref(), &fmts[i], row);
                     }
-                    out.extend_from_slice(if self.format == Format::Json { b"]" } else { b"}\n" });
+                    out.extend_from_slice(if self.format == Format::Json {
+                        b"]"
+                    } else {
+                        b"}\n"
+                    });
                     self.rows_written += 1;
                 }
             }
@@ -192,13 +197,15 @@ impl Encoder {
                 let mut w = arrow::csv::WriterBuilder::new()
                     .with_header(!self.csv_header_done)
                     .build(&mut out);
-                w.write(batch).map_err(|e| QueryError::Execution(e.into()))?;
+                w.write(batch)
+                    .map_err(|e| QueryError::Execution(e.into()))?;
                 drop(w);
                 self.csv_header_done = true;
             }
             Format::Arrow => {
                 if let Some(w) = self.arrow.as_mut() {
-                    w.write(batch).map_err(|e| QueryError::Execution(e.into()))?;
+                    w.write(batch)
+                        .map_err(|e| QueryError::Execution(e.into()))?;
                 }
                 out = self.drain_arrow();
             }
@@ -225,7 +232,12 @@ impl Encoder {
             }
             Format::Csv => {
                 if !self.csv_header_done && error.is_none() {
-                    let names: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    let names: Vec<&str> = self
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect();
                     let _ = writeln!(out, "{}", names.join(","));
                 }
             }

@@ -176,7 +176,11 @@ impl TestServer {
 
     /// Adds the configured API token, if the server was started with one.
     fn authed(&self, rb: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
-        match self.env.iter().find(|(k, _)| k == "SLUICE_HTTP__AUTH_TOKEN") {
+        match self
+            .env
+            .iter()
+            .find(|(k, _)| k == "SLUICE_HTTP__AUTH_TOKEN")
+        {
             Some((_, t)) => rb.header("Authorization", format!("Token {t}")),
             None => rb,
         }
@@ -198,7 +202,10 @@ impl TestServer {
             .expect("sql request");
         let status = r.status();
         let text = r.text().expect("sql body");
-        assert!(status.is_success(), "SQL {sql:?} failed with {status}: {text}");
+        assert!(
+            status.is_success(),
+            "SQL {sql:?} failed with {status}: {text}"
+        );
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON {e}: {text}"))
     }
 

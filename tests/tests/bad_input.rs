@@ -9,7 +9,10 @@ use sluice_tests::TestServer;
 fn json(r: reqwest::blocking::Response) -> (u16, serde_json::Value) {
     let status = r.status().as_u16();
     let text = r.text().unwrap();
-    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
+    )
 }
 
 #[test]
@@ -34,7 +37,10 @@ fn malformed_lines_and_type_conflicts_keep_the_valid_lines() {
         .collect();
     assert_eq!(lines, [2, 4, 5, 7]);
     let reason = doc["rejected"][1]["reason"].as_str().unwrap();
-    assert!(reason.contains("`v`") && reason.contains("float"), "{reason}");
+    assert!(
+        reason.contains("`v`") && reason.contains("float"),
+        "{reason}"
+    );
     let rows = s.rows("bad", "SELECT t, v FROM m ORDER BY t");
     assert_eq!(
         rows,
@@ -53,7 +59,12 @@ fn garbage_bodies_and_oversized_requests() {
     for _ in 0..20 {
         let len = rng.gen_range(1..50_000);
         let junk: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
-        let r = s.client.post(s.url("/write?db=junk")).body(junk).send().unwrap();
+        let r = s
+            .client
+            .post(s.url("/write?db=junk"))
+            .body(junk)
+            .send()
+            .unwrap();
         assert!(
             r.status().as_u16() == 400 || r.status().as_u16() == 204,
             "random bytes gave {}",
@@ -62,7 +73,12 @@ fn garbage_bodies_and_oversized_requests() {
     }
     // Over the limit, plain.
     let big = "m v=1\n".repeat(200_000);
-    let r = s.client.post(s.url("/write?db=junk")).body(big.clone()).send().unwrap();
+    let r = s
+        .client
+        .post(s.url("/write?db=junk"))
+        .body(big.clone())
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 413);
     // Over the limit once inflated (a small gzip bomb).
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -91,8 +107,17 @@ fn garbage_bodies_and_oversized_requests() {
     // Parameters.
     let (status, doc) = json(s.client.post(s.url("/write")).body("m v=1").send().unwrap());
     assert_eq!(status, 400);
-    assert!(doc["error"].as_str().unwrap().contains("database is required"));
-    let (status, _) = json(s.client.post(s.url("/write?db=x&precision=fortnight")).body("m v=1").send().unwrap());
+    assert!(doc["error"]
+        .as_str()
+        .unwrap()
+        .contains("database is required"));
+    let (status, _) = json(
+        s.client
+            .post(s.url("/write?db=x&precision=fortnight"))
+            .body("m v=1")
+            .send()
+            .unwrap(),
+    );
     assert_eq!(status, 400);
     // Still alive and correct.
     assert_eq!(s.write("ok", "m v=1 1").status().as_u16(), 204);
@@ -121,9 +146,18 @@ fn query_errors_say_what_went_wrong() {
     let (status, doc) = post("q", "SELECT * FROM missing_table");
     assert_eq!(status, 400);
     assert!(doc["error"].as_str().unwrap().contains("missing_table"));
-    let (status, _) = post("q", "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'");
+    let (status, _) = post(
+        "q",
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+    );
     assert_eq!(status, 400, "DDL must be refused");
-    let (status, _) = json(s.client.post(s.url("/api/v1/sql")).body("{not json").send().unwrap());
+    let (status, _) = json(
+        s.client
+            .post(s.url("/api/v1/sql"))
+            .body("{not json")
+            .send()
+            .unwrap(),
+    );
     assert_eq!(status, 400);
     let (status, _) = json(
         s.client

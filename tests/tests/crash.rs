@@ -28,7 +28,7 @@ fn acknowledged_batches_survive_sigkill() {
     let mut s = TestServer::start();
     let mut rng = rand::thread_rng();
     let mut acked: HashMap<(usize, usize), ()> = HashMap::new();
-    let mut next_batch = vec![0usize; 3];
+    let mut next_batch = [0usize; 3];
     for round in 0..3 {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(Mutex::new(Vec::new()));
@@ -59,7 +59,10 @@ fn acknowledged_batches_survive_sigkill() {
         for k in done.lock().unwrap().iter() {
             acked.insert(*k, ());
         }
-        assert!(!acked.is_empty(), "round {round}: nothing was acknowledged before the kill");
+        assert!(
+            !acked.is_empty(),
+            "round {round}: nothing was acknowledged before the kill"
+        );
         s.restart();
         let rows = s.rows(
             "crash",

@@ -17,10 +17,18 @@ fn write_then_query_in_every_format() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["name"].as_str().unwrap().into(), c["type"].as_str().unwrap().into()))
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().into(),
+                c["type"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     let names: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
-    assert_eq!(names, ["time", "host", "region", "msg", "n", "ok", "u", "usage"]);
+    assert_eq!(
+        names,
+        ["time", "host", "region", "msg", "n", "ok", "u", "usage"]
+    );
     assert_eq!(cols[4].1, "Int64");
     assert_eq!(cols[6].1, "UInt64");
     let rows = doc["rows"].as_array().unwrap();
@@ -36,7 +44,9 @@ fn write_then_query_in_every_format() {
 
     let csv = s
         .client
-        .get(s.url("/api/v1/sql?db=db1&q=SELECT%20host,usage%20FROM%20cpu%20ORDER%20BY%20host&format=csv"))
+        .get(s.url(
+            "/api/v1/sql?db=db1&q=SELECT%20host,usage%20FROM%20cpu%20ORDER%20BY%20host&format=csv",
+        ))
         .send()
         .unwrap();
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
@@ -99,10 +109,17 @@ fn tcp_line_protocol_and_clean_restart() {
         if ok {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "TCP lines never arrived");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TCP lines never arrived"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(s.terminate(), "SIGTERM must end the server cleanly:\n{}", s.log());
+    assert!(
+        s.terminate(),
+        "SIGTERM must end the server cleanly:\n{}",
+        s.log()
+    );
     s.restart();
     assert_eq!(s.count("default", "mem"), 1000);
     let rows = s.rows("default", "SELECT sum(used) FROM mem");

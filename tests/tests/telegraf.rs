@@ -52,11 +52,23 @@ fn outputs_influxdb_v1() {
         }
         rb.send().unwrap()
     };
-    assert_eq!(write(true, gzip(&metrics("web1", 50, 1_700_000_000))).status().as_u16(), 204);
-    assert_eq!(write(false, gzip(&metrics("web1", 5, 1_800_000_000))).status().as_u16(), 401);
+    assert_eq!(
+        write(true, gzip(&metrics("web1", 50, 1_700_000_000)))
+            .status()
+            .as_u16(),
+        204
+    );
+    assert_eq!(
+        write(false, gzip(&metrics("web1", 5, 1_800_000_000)))
+            .status()
+            .as_u16(),
+        401
+    );
     // The v1 `u`/`p` parameters work too.
     let r = c
-        .post(s.url(&format!("/write?db=telegraf&u=telegraf&p={TOKEN}&precision=s")))
+        .post(s.url(&format!(
+            "/write?db=telegraf&u=telegraf&p={TOKEN}&precision=s"
+        )))
         .body("cpu,cpu=cpu0,host=web2 usage_idle=50 1700000000\n")
         .send()
         .unwrap();
@@ -86,7 +98,12 @@ fn outputs_influxdb_v2() {
             .send()
             .unwrap()
     };
-    assert_eq!(send(TOKEN, gzip(&metrics("db1", 100, 1_700_000_000))).status().as_u16(), 204);
+    assert_eq!(
+        send(TOKEN, gzip(&metrics("db1", 100, 1_700_000_000)))
+            .status()
+            .as_u16(),
+        204
+    );
     let denied = send("wrong", gzip(&metrics("db1", 1, 1_900_000_000)));
     assert_eq!(denied.status().as_u16(), 401);
     assert!(denied.text().unwrap().contains("invalid token"));

@@ -23,7 +23,9 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     let raw = match Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return Err(ApiError::TooLarge { limit });
             }
             return Err(ApiError::BadRequest(format!("reading request body: {e}")));

@@ -124,8 +124,10 @@ pub async fn query(
             .keys()
             .map(|d| [d.clone()])
             .collect();
-        return Ok(Json(serde_json::json!({"results": [{"statement_id": 0, "series": [
-            {"name": "databases", "columns": ["name"], "values": dbs}]}]}))
+        return Ok(Json(
+            serde_json::json!({"results": [{"statement_id": 0, "series": [
+            {"name": "databases", "columns": ["name"], "values": dbs}]}]}),
+        )
         .into_response());
     }
     Err(ApiError::BadRequest(
@@ -194,9 +196,18 @@ mod tests {
 
     #[test]
     fn create_database_forms() {
-        assert_eq!(parse_create_database("CREATE DATABASE \"tele graf\"").as_deref(), Some("tele graf"));
-        assert_eq!(parse_create_database("create database x WITH DURATION 1d").as_deref(), Some("x"));
+        assert_eq!(
+            parse_create_database("CREATE DATABASE \"tele graf\"").as_deref(),
+            Some("tele graf")
+        );
+        assert_eq!(
+            parse_create_database("create database x WITH DURATION 1d").as_deref(),
+            Some("x")
+        );
         assert_eq!(parse_create_database("DROP DATABASE x"), None);
-        assert_eq!(parse_create_database("CREATE DATABASE \"unterminated"), None);
+        assert_eq!(
+            parse_create_database("CREATE DATABASE \"unterminated"),
+            None
+        );
     }
 }

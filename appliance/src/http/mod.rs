@@ -24,7 +24,11 @@ pub struct AppState {
 impl AppState {
     /// Accepts the credential forms InfluxDB clients send: `Token`, `Bearer`,
     /// basic auth (password is the token) and the v1 `p` parameter.
-    pub fn authorize(&self, headers: &HeaderMap, password_param: Option<&str>) -> Result<(), ApiError> {
+    pub fn authorize(
+        &self,
+        headers: &HeaderMap,
+        password_param: Option<&str>,
+    ) -> Result<(), ApiError> {
         let Some(expected) = &self.auth_token else {
             return Ok(());
         };
@@ -34,7 +38,10 @@ impl AppState {
             .and_then(|v| v.to_str().ok())
         {
             let v = v.trim();
-            if let Some(t) = v.strip_prefix("Token ").or_else(|| v.strip_prefix("Bearer ")) {
+            if let Some(t) = v
+                .strip_prefix("Token ")
+                .or_else(|| v.strip_prefix("Bearer "))
+            {
                 presented = Some(t.trim().to_string());
             } else if let Some(b) = v.strip_prefix("Basic ") {
                 presented = basic_password(b.trim());

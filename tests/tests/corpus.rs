@@ -1,0 +1,1038 @@
+//! Conformance against the shared line-protocol corpus (the Go reference
+//! decoder's verdict on 6,615 inputs).
+//!
+//! Every decode case is written through `/write` into a database of its own,
+//! with the case's precision. A case the reference decodes must be stored
+//! exactly: the same measurement, tags, field values and field types and the
+//! same timestamp, read back with `SELECT *`. A case the reference rejects
+//! must be rejected for the line the reference names (400, the line in
+//! `rejected`).
+//!
+//! Cases where the `influxdb-line-protocol` crate's grammar or Sluice's data
+//! model legitimately differ from the reference are listed, with a category
+//! and a reason, in `tests/corpus_divergences.tsv`. A failing case that is not
+//! listed fails the test; a listed case that now passes is reported so the
+//! list can be trimmed.
+//!
+//! The corpus is looked up at `$SLUICE_LP_CORPUS`, else at
+//! `../shared/testdata/line-protocol-corpus/corpus.json` from the repository
+//! root. `SLUICE_CORPUS_DUMP=<file>` writes every failing case, listed or not,
+//! as TSV (key, expectation, input, what happened) to help maintain the list.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use sluice_tests::TestServer;
+
+const THREADS: usize = 4;
+
+// ---------------------------------------------------------------------------
+// A small JSON reader that keeps numbers as their text, so that 64-bit
+// integers and floats are compared exactly (serde_json here has neither
+// `arbitrary_precision` nor `float_roundtrip`).
+
+#[derive(Debug, Clone, PartialEq)]
+enum J {
+    Null,
+    Bool(bool),
+    Num(String),
+    Str(String),
+    Arr(Vec<J>),
+    Obj(Vec<(String, J)>),
+}
+
+impl J {
+    fn get(&self, key: &str) -> Option<&J> {
+        match self {
+            J::Obj(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+    fn str(&self) -> Option<&str> {
+        match self {
+            J::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn arr(&self) -> Option<&[J]> {
+        match self {
+            J::Arr(a) => Some(a),
+            _ => None,
+        }
+    }
+    fn num(&self) -> Option<&str> {
+        match self {
+            J::Num(n) => Some(n),
+            _ => None,
+        }
+    }
+    fn obj(&self) -> Option<&[(String, J)]> {
+        match self {
+            J::Obj(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+struct JsonReader<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+fn parse_json(text: &str) -> Result<J, String> {
+    let mut r = JsonReader {
+        b: text.as_bytes(),
+        i: 0,
+    };
+    let v = r.value()?;
+    r.ws();
+    if r.i != r.b.len() {
+        return Err(format!("trailing data at byte {}", r.i));
+    }
+    Ok(v)
+}
+
+impl JsonReader<'_> {
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+    fn err<T>(&self, what: &str) -> Result<T, String> {
+        Err(format!("JSON: {what} at byte {}", self.i))
+    }
+    fn eat(&mut self, lit: &str) -> Result<(), String> {
+        if self.b[self.i..].starts_with(lit.as_bytes()) {
+            self.i += lit.len();
+            Ok(())
+        } else {
+            self.err(&format!("expected {lit}"))
+        }
+    }
+    fn value(&mut self) -> Result<J, String> {
+        self.ws();
+        match self.b.get(self.i) {
+            None => self.err("unexpected end"),
+            Some(b'n') => self.eat("null").map(|_| J::Null),
+            Some(b't') => self.eat("true").map(|_| J::Bool(true)),
+            Some(b'f') => self.eat("false").map(|_| J::Bool(false)),
+            Some(b'"') => self.string().map(J::Str),
+            Some(b'[') => {
+                self.i += 1;
+                let mut out = Vec::new();
+                self.ws();
+                if self.b.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(J::Arr(out));
+                }
+                loop {
+                    out.push(self.value()?);
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(J::Arr(out));
+                        }
+                        _ => return self.err("expected , or ]"),
+                    }
+                }
+            }
+            Some(b'{') => {
+                self.i += 1;
+                let mut out = Vec::new();
+                self.ws();
+                if self.b.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(J::Obj(out));
+                }
+                loop {
+                    self.ws();
+                    if self.b.get(self.i) != Some(&b'"') {
+                        return self.err("expected key");
+                    }
+                    let k = self.string()?;
+                    self.ws();
+                    self.eat(":")?;
+                    let v = self.value()?;
+                    out.push((k, v));
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(J::Obj(out));
+                        }
+                        _ => return self.err("expected , or }"),
+                    }
+                }
+            }
+            Some(c) if *c == b'-' || c.is_ascii_digit() => {
+                let start = self.i;
+                while self.i < self.b.len()
+                    && matches!(self.b[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    self.i += 1;
+                }
+                Ok(J::Num(
+                    String::from_utf8_lossy(&self.b[start..self.i]).into_owned(),
+                ))
+            }
+            Some(_) => self.err("unexpected character"),
+        }
+    }
+    fn hex4(&mut self) -> Result<u32, String> {
+        let Some(h) = self.b.get(self.i..self.i + 4) else {
+            return self.err("short \\u escape");
+        };
+        let v = std::str::from_utf8(h)
+            .ok()
+            .and_then(|h| u32::from_str_radix(h, 16).ok());
+        self.i += 4;
+        v.map_or_else(|| self.err("bad \\u escape"), Ok)
+    }
+    fn string(&mut self) -> Result<String, String> {
+        self.i += 1; // opening quote
+        let mut out: Vec<u8> = Vec::new();
+        loop {
+            let Some(&c) = self.b.get(self.i) else {
+                return self.err("unterminated string");
+            };
+            self.i += 1;
+            match c {
+                b'"' => break,
+                b'\\' => {
+                    let Some(&e) = self.b.get(self.i) else {
+                        return self.err("unterminated escape");
+                    };
+                    self.i += 1;
+                    let ch = match e {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let cp = if (0xD800..0xDC00).contains(&hi)
+                                && self.b[self.i..].starts_with(b"\\u")
+                            {
+                                let save = self.i;
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if (0xDC00..0xE000).contains(&lo) {
+                                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                                } else {
+                                    self.i = save;
+                                    0xFFFD
+                                }
+                            } else {
+                                hi
+                            };
+                            char::from_u32(cp).unwrap_or('\u{FFFD}')
+                        }
+                        _ => return self.err("bad escape"),
+                    };
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                }
+                c => out.push(c),
+            }
+        }
+        String::from_utf8(out).map_err(|e| format!("JSON: string not UTF-8: {e}"))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The corpus.
+
+#[derive(Debug, Clone, PartialEq)]
+enum Val {
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+    /// A string field; bytes because the corpus may give it as binary.
+    Str(Vec<u8>),
+}
+
+impl Val {
+    fn sql_type(&self) -> &'static str {
+        match self {
+            Val::Int(_) => "Int64",
+            Val::UInt(_) => "UInt64",
+            Val::Float(_) => "Float64",
+            Val::Bool(_) => "Boolean",
+            Val::Str(_) => "Utf8",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Point {
+    time: i64,
+    name: Vec<u8>,
+    tags: Vec<(Vec<u8>, Vec<u8>)>,
+    fields: Vec<(Vec<u8>, Val)>,
+}
+
+#[derive(Debug)]
+enum Expect {
+    /// The reference error, and the (1-based) line it names, if it names one.
+    Error(String, Option<usize>),
+    Points(Vec<Point>),
+}
+
+#[derive(Debug)]
+struct Case {
+    key: String,
+    body: Vec<u8>,
+    default_time: i64,
+    precision: &'static str,
+    unit: i64,
+    expect: Expect,
+}
+
+fn b64(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_else(|e| panic!("bad base64 {s:?}: {e}"))
+}
+
+/// A `string | {"binary": base64}` value.
+fn str_or_bin(v: &J) -> Vec<u8> {
+    match v {
+        J::Str(s) => s.as_bytes().to_vec(),
+        J::Obj(_) => b64(v.get("binary").and_then(J::str).expect("binary")),
+        other => panic!("expected string or binary, got {other:?}"),
+    }
+}
+
+fn parse_val(v: &J) -> Val {
+    let (kind, x) = v
+        .obj()
+        .and_then(|m| m.first())
+        .unwrap_or_else(|| panic!("bad field value {v:?}"));
+    match kind.as_str() {
+        "int" => Val::Int(x.num().and_then(|n| n.parse().ok()).expect("int")),
+        "uint" => Val::UInt(x.num().and_then(|n| n.parse().ok()).expect("uint")),
+        "float" => Val::Float(x.num().and_then(|n| n.parse().ok()).expect("float")),
+        "bool" => Val::Bool(matches!(x, J::Bool(true))),
+        "string" => Val::Str(x.str().expect("string").as_bytes().to_vec()),
+        "binary" => Val::Str(b64(x.str().expect("binary"))),
+        other => panic!("unknown field value kind {other}"),
+    }
+}
+
+/// The line named by a reference error ("… at line 3:14: …").
+fn error_line(err: &str) -> Option<usize> {
+    let rest = &err[err.find("at line ")? + "at line ".len()..];
+    rest.split(':').next()?.parse().ok()
+}
+
+fn corpus_path() -> PathBuf {
+    if let Ok(p) = std::env::var("SLUICE_LP_CORPUS") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/testdata/line-protocol-corpus/corpus.json")
+}
+
+fn load_corpus() -> Vec<Case> {
+    let path = corpus_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the line-protocol corpus at {} ({e}); set SLUICE_LP_CORPUS",
+            path.display()
+        )
+    });
+    let doc = parse_json(&text).expect("corpus JSON");
+    let decode = doc.get("decode").and_then(J::obj).expect("decode section");
+    let mut cases = Vec::with_capacity(decode.len());
+    for (key, case) in decode {
+        let input = case.get("input").expect("input");
+        let output = case.get("output").expect("output");
+        let body = str_or_bin(input.get("text").expect("text"));
+        let default_time: i64 = input
+            .get("defaultTime")
+            .and_then(J::num)
+            .and_then(|n| n.parse().ok())
+            .expect("defaultTime");
+        let (precision, unit) = match input.get("precision").and_then(J::str) {
+            Some("1ns") => ("ns", 1),
+            Some("1µs") => ("u", 1_000),
+            Some("1ms") => ("ms", 1_000_000),
+            Some("1s") => ("s", 1_000_000_000),
+            Some("1m") => ("m", 60_000_000_000),
+            Some("1h") => ("h", 3_600_000_000_000),
+            other => panic!("{key}: unknown precision {other:?}"),
+        };
+        let expect = if let Some(e) = output.get("error") {
+            let e = e.str().expect("error text").to_string();
+            let line = error_line(&e);
+            Expect::Error(e, line)
+        } else {
+            let points = output
+                .get("result")
+                .and_then(J::arr)
+                .expect("result")
+                .iter()
+                .map(|p| Point {
+                    time: p
+                        .get("time")
+                        .and_then(J::num)
+                        .and_then(|n| n.parse().ok())
+                        .expect("time"),
+                    name: str_or_bin(p.get("name").expect("name")),
+                    tags: p
+                        .get("tags")
+                        .and_then(J::arr)
+                        .unwrap_or(&[])
+                        .iter()
+                        .map(|t| {
+                            (
+                                str_or_bin(t.get("key").expect("tag key")),
+                                str_or_bin(t.get("value").expect("tag value")),
+                            )
+                        })
+                        .collect(),
+                    fields: p
+                        .get("fields")
+                        .and_then(J::arr)
+                        .unwrap_or(&[])
+                        .iter()
+                        .map(|f| {
+                            (
+                                str_or_bin(f.get("key").expect("field key")),
+                                parse_val(f.get("value").expect("field value")),
+                            )
+                        })
+                        .collect(),
+                })
+                .collect();
+            Expect::Points(points)
+        };
+        cases.push(Case {
+            key: key.clone(),
+            body,
+            default_time,
+            precision,
+            unit,
+            expect,
+        });
+    }
+    cases.sort_by(|a, b| a.key.cmp(&b.key));
+    cases
+}
+
+// ---------------------------------------------------------------------------
+// The divergence list.
+
+struct Divergences {
+    /// key → (category, reason)
+    cases: BTreeMap<String, (String, String)>,
+}
+
+fn divergences_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus_divergences.tsv")
+}
+
+fn load_divergences() -> Divergences {
+    let path = divergences_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut cases = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.splitn(3, '\t');
+        let (Some(key), Some(cat), Some(reason)) = (parts.next(), parts.next(), parts.next())
+        else {
+            panic!("{}:{}: want key<TAB>category<TAB>reason", path.display(), i + 1);
+        };
+        let prev = cases.insert(key.to_string(), (cat.to_string(), reason.to_string()));
+        assert!(prev.is_none(), "{}: {key} listed twice", path.display());
+    }
+    Divergences { cases }
+}
+
+// ---------------------------------------------------------------------------
+// Running a case.
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as i64
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f…](Z|+00:00)` → ns since the epoch.
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let (date, rest) = s.split_once('T')?;
+    let mut d = date.rsplitn(3, '-');
+    let (day, mon, year) = (d.next()?, d.next()?, d.next()?);
+    let (y, mo, da): (i64, i64, i64) = (year.parse().ok()?, mon.parse().ok()?, day.parse().ok()?);
+    let rest = rest
+        .strip_suffix('Z')
+        .or_else(|| rest.strip_suffix("+00:00"))?;
+    let (hms, frac) = match rest.split_once('.') {
+        Some((a, b)) => (a, b),
+        None => (rest, ""),
+    };
+    let mut t = hms.split(':');
+    let (h, mi, se): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().ok()?
+    };
+    let secs = days_from_civil(y, mo, da) * 86_400 + h * 3600 + mi * 60 + se;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+fn show(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => format!("{s:?}"),
+        Err(_) => format!("{:?} (not UTF-8)", String::from_utf8_lossy(b)),
+    }
+}
+
+fn show_json(v: &J) -> String {
+    match v {
+        J::Null => "null".into(),
+        J::Bool(b) => b.to_string(),
+        J::Num(n) => n.clone(),
+        J::Str(s) => format!("{s:?}"),
+        J::Arr(a) => format!(
+            "[{}]",
+            a.iter().map(show_json).collect::<Vec<_>>().join(", ")
+        ),
+        J::Obj(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{k:?}: {}", show_json(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        return s.to_string();
+    }
+    let mut end = n;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    ValidStored,
+    ErrorRejected,
+    Failed(String),
+}
+
+struct Runner<'a> {
+    s: &'a TestServer,
+}
+
+impl Runner<'_> {
+    fn sql(&self, db: &str, sql: &str) -> Result<J, String> {
+        let body = serde_json::json!({"db": db, "sql": sql});
+        let r = self
+            .s
+            .client
+            .post(self.s.url("/api/v1/sql"))
+            .json(&body)
+            .send()
+            .map_err(|e| format!("SQL {sql:?}: request failed: {e}"))?;
+        let status = r.status().as_u16();
+        let text = r.text().map_err(|e| format!("SQL {sql:?}: body: {e}"))?;
+        if status != 200 {
+            return Err(format!("SQL {sql:?} answered {status}: {}", clip(&text, 300)));
+        }
+        let doc = parse_json(&text).map_err(|e| format!("SQL {sql:?}: {e}: {text}"))?;
+        if let Some(e) = doc.get("error") {
+            return Err(format!("SQL {sql:?} failed mid-stream: {}", show_json(e)));
+        }
+        Ok(doc)
+    }
+
+    fn run(&self, c: &Case) -> Outcome {
+        match self.try_run(c) {
+            Ok(o) => o,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+
+    fn try_run(&self, c: &Case) -> Result<Outcome, String> {
+        let db = format!("c{}", c.key);
+        let before = now_ns();
+        let r = self
+            .s
+            .client
+            .post(
+                self.s
+                    .url(&format!("/write?db={db}&precision={}", c.precision)),
+            )
+            .body(c.body.clone())
+            .send()
+            .map_err(|e| format!("write request failed (server down?): {e}"))?;
+        let status = r.status().as_u16();
+        let text = r.text().unwrap_or_default();
+        let after = now_ns();
+        if status >= 500 {
+            return Err(format!("write answered {status}: {}", clip(&text, 300)));
+        }
+        match &c.expect {
+            Expect::Error(err, line) => {
+                if status == 204 {
+                    return Err(format!("accepted (204); reference rejects: {err}"));
+                }
+                if status != 400 {
+                    return Err(format!("write answered {status}: {}", clip(&text, 300)));
+                }
+                let doc = parse_json(&text).map_err(|e| format!("400 body {e}: {text}"))?;
+                let rejected: Vec<(usize, String)> = doc
+                    .get("rejected")
+                    .and_then(J::arr)
+                    .ok_or_else(|| format!("400 without `rejected`: {}", clip(&text, 300)))?
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.get("line")
+                                .and_then(J::num)
+                                .and_then(|n| n.parse().ok())
+                                .unwrap_or(0),
+                            r.get("reason").and_then(J::str).unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect();
+                match line {
+                    _ if rejected.is_empty() => {
+                        Err(format!("400 but no line rejected: {}", clip(&text, 300)))
+                    }
+                    Some(l) if !rejected.iter().any(|(n, _)| n == l) => Err(format!(
+                        "rejected lines {:?}, not line {l}; reference: {err}",
+                        rejected
+                    )),
+                    _ => Ok(Outcome::ErrorRejected),
+                }
+            }
+            Expect::Points(points) => {
+                if status != 204 {
+                    let reasons = parse_json(&text)
+                        .ok()
+                        .and_then(|d| d.get("rejected").map(show_json))
+                        .unwrap_or_else(|| clip(&text, 300));
+                    return Err(format!("write answered {status}: {reasons}"));
+                }
+                self.check_points(c, &db, points, before, after)?;
+                Ok(Outcome::ValidStored)
+            }
+        }
+    }
+
+    fn check_points(
+        &self,
+        c: &Case,
+        db: &str,
+        points: &[Point],
+        before: i64,
+        after: i64,
+    ) -> Result<(), String> {
+        let mut by_table: BTreeMap<String, Vec<&Point>> = BTreeMap::new();
+        for p in points {
+            let name = String::from_utf8(p.name.clone())
+                .map_err(|_| format!("accepted a non-UTF-8 measurement {}", show(&p.name)))?;
+            by_table.entry(name).or_default().push(p);
+        }
+        // Exactly the expected tables exist (none for an input of only
+        // comments and blank lines).
+        let tables: BTreeSet<String> = match self.sql(
+            db,
+            &format!(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = '{db}'"
+            ),
+        ) {
+            Ok(doc) => doc
+                .get("rows")
+                .and_then(J::arr)
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(|r| r.arr()?.first()?.str().map(str::to_string))
+                .collect(),
+            Err(_) if points.is_empty() => BTreeSet::new(), // the database was never created
+            Err(e) => return Err(e),
+        };
+        let want: BTreeSet<String> = by_table.keys().cloned().collect();
+        if tables != want {
+            return Err(format!("tables {tables:?}, want {want:?}"));
+        }
+        for (table, pts) in &by_table {
+            self.check_table(c, db, table, pts, before, after)?;
+        }
+        Ok(())
+    }
+
+    fn check_table(
+        &self,
+        c: &Case,
+        db: &str,
+        table: &str,
+        points: &[&Point],
+        before: i64,
+        after: i64,
+    ) -> Result<(), String> {
+        // What each expected point should look like as a row: column → value.
+        // A repeated field key keeps its last value, as in InfluxDB.
+        let mut want_cols: BTreeMap<String, &'static str> = BTreeMap::new();
+        want_cols.insert("time".into(), "Timestamp");
+        let mut want_rows: Vec<(i64, BTreeMap<String, Val>)> = Vec::new();
+        for p in points {
+            let mut row = BTreeMap::new();
+            for (k, v) in &p.tags {
+                let k = String::from_utf8(k.clone())
+                    .map_err(|_| format!("accepted a non-UTF-8 tag key {}", show(k)))?;
+                want_cols.insert(k.clone(), "Utf8");
+                row.insert(k, Val::Str(v.clone()));
+            }
+            for (k, v) in &p.fields {
+                let k = String::from_utf8(k.clone())
+                    .map_err(|_| format!("accepted a non-UTF-8 field key {}", show(k)))?;
+                want_cols.insert(k.clone(), v.sql_type());
+                row.insert(k, v.clone());
+            }
+            want_rows.push((p.time, row));
+        }
+
+        let ident = table.replace('"', "\"\"");
+        let doc = self.sql(db, &format!("SELECT * FROM \"{ident}\""))?;
+        let cols: Vec<(String, String)> = doc
+            .get("columns")
+            .and_then(J::arr)
+            .ok_or("result without columns")?
+            .iter()
+            .map(|c| {
+                (
+                    c.get("name").and_then(J::str).unwrap_or("").to_string(),
+                    c.get("type").and_then(J::str).unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        let rows = doc.get("rows").and_then(J::arr).ok_or("result without rows")?;
+        let got_cols: BTreeMap<String, String> = cols.iter().cloned().collect();
+        let got_names: BTreeSet<&String> = got_cols.keys().collect();
+        let want_names: BTreeSet<&String> = want_cols.keys().collect();
+        if got_names != want_names {
+            return Err(format!(
+                "table {table:?}: columns {got_names:?}, want {want_names:?}"
+            ));
+        }
+        for (name, ty) in &want_cols {
+            let got = &got_cols[name];
+            let ok = if *ty == "Timestamp" {
+                got.starts_with("Timestamp")
+            } else {
+                got == ty
+            };
+            if !ok {
+                return Err(format!(
+                    "table {table:?}: column {name:?} has type {got}, want {ty}"
+                ));
+            }
+        }
+        if rows.len() != want_rows.len() {
+            return Err(format!(
+                "table {table:?}: {} row(s), want {}: {}",
+                rows.len(),
+                want_rows.len(),
+                clip(&show_json(&J::Arr(rows.to_vec())), 400)
+            ));
+        }
+
+        // Without a timestamp the server assigns its own time; the reference
+        // shows the default time (truncated to the precision) there.
+        let default_at_precision = c.default_time - c.default_time.rem_euclid(c.unit);
+        let time_ok = |got: i64, want: i64| -> Result<(), String> {
+            if got == want {
+                return Ok(());
+            }
+            if want == default_at_precision || want == c.default_time {
+                let lo = before - before.rem_euclid(c.unit);
+                if got < lo || got > after {
+                    return Err(format!(
+                        "time {got} is outside the request window [{lo}, {after}] (line has no timestamp)"
+                    ));
+                }
+                if got.rem_euclid(c.unit) != 0 {
+                    return Err(format!(
+                        "server-assigned time {got} is not truncated to the precision {}",
+                        c.precision
+                    ));
+                }
+                return Ok(());
+            }
+            Err(format!("time {got}, want {want}"))
+        };
+
+        let mut used = vec![false; rows.len()];
+        for (want_time, want_row) in &want_rows {
+            let mut first_err = None;
+            let mut found = false;
+            for (ri, row) in rows.iter().enumerate() {
+                if used[ri] {
+                    continue;
+                }
+                match match_row(&cols, row, *want_time, want_row, &time_ok) {
+                    Ok(()) => {
+                        used[ri] = true;
+                        found = true;
+                        break;
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if !found {
+                return Err(format!(
+                    "table {table:?}: no row matches the point at {want_time} {}: {}",
+                    show_val_row(want_row),
+                    first_err.unwrap_or_default()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn show_val_row(row: &BTreeMap<String, Val>) -> String {
+    let parts: Vec<String> = row
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Val::Str(b) => show(b),
+                Val::Float(f) => format!("{f:?}"),
+                other => format!("{other:?}"),
+            };
+            format!("{k:?}={v}")
+        })
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+fn match_row(
+    cols: &[(String, String)],
+    row: &J,
+    want_time: i64,
+    want: &BTreeMap<String, Val>,
+    time_ok: &dyn Fn(i64, i64) -> Result<(), String>,
+) -> Result<(), String> {
+    let cells = row.arr().ok_or("row is not an array")?;
+    if cells.len() != cols.len() {
+        return Err(format!("row has {} cells for {} columns", cells.len(), cols.len()));
+    }
+    for ((name, ty), cell) in cols.iter().zip(cells) {
+        if name == "time" {
+            let t = cell
+                .str()
+                .and_then(parse_rfc3339)
+                .ok_or_else(|| format!("bad time {}", show_json(cell)))?;
+            time_ok(t, want_time)?;
+            continue;
+        }
+        let ok = match (want.get(name), cell) {
+            (None, J::Null) => true,
+            (None, _) | (Some(_), J::Null) => false,
+            (Some(Val::Str(s)), J::Str(g)) => g.as_bytes() == s.as_slice(),
+            (Some(Val::Bool(b)), J::Bool(g)) => b == g,
+            (Some(Val::Int(i)), J::Num(g)) => ty == "Int64" && g.parse::<i64>().ok() == Some(*i),
+            (Some(Val::UInt(u)), J::Num(g)) => {
+                ty == "UInt64" && g.parse::<u64>().ok() == Some(*u)
+            }
+            (Some(Val::Float(f)), J::Num(g)) => {
+                ty == "Float64" && g.parse::<f64>().ok().map(f64::to_bits) == Some(f.to_bits())
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "column {name:?} ({ty}) holds {}, want {}",
+                show_json(cell),
+                match want.get(name) {
+                    None => "null".into(),
+                    Some(Val::Str(b)) => show(b),
+                    Some(Val::Float(f)) => format!("{f:?}"),
+                    Some(v) => format!("{v:?}"),
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+fn line_protocol_corpus() {
+    let cases = load_corpus();
+    let divergences = load_divergences();
+    let s = TestServer::start();
+    let runner = Runner { s: &s };
+
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Outcome)>> = Mutex::new(Vec::with_capacity(cases.len()));
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(c) = cases.get(i) else { break };
+                let o = runner.run(c);
+                results.lock().unwrap().push((i, o));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(i, _)| *i);
+    let elapsed = started.elapsed();
+
+    // The server must still be up after all of it.
+    let health = s.client.get(s.url("/health")).send().map(|r| r.status().as_u16());
+    assert_eq!(health.ok(), Some(200), "server unhealthy after the corpus");
+
+    let valid_total = cases
+        .iter()
+        .filter(|c| matches!(c.expect, Expect::Points(_)))
+        .count();
+    let error_total = cases.len() - valid_total;
+    let mut valid_ok = 0;
+    let mut error_ok = 0;
+    let mut listed_by_cat: BTreeMap<String, (usize, usize)> = BTreeMap::new(); // (valid, error)
+    let mut unexpected = Vec::new();
+    let mut now_passing = Vec::new();
+    let mut dump = String::new();
+
+    let by_key: HashMap<&str, &Case> = cases.iter().map(|c| (c.key.as_str(), c)).collect();
+    for (i, o) in &results {
+        let c = &cases[*i];
+        let listed = divergences.cases.get(&c.key);
+        match (o, listed) {
+            (Outcome::ValidStored, None) => valid_ok += 1,
+            (Outcome::ErrorRejected, None) => error_ok += 1,
+            (Outcome::ValidStored | Outcome::ErrorRejected, Some((cat, _))) => {
+                if *o == Outcome::ValidStored {
+                    valid_ok += 1;
+                } else {
+                    error_ok += 1;
+                }
+                now_passing.push(format!("{}\t{cat}\t{}", c.key, show(&c.body)));
+            }
+            (Outcome::Failed(why), listed) => {
+                let kind = match &c.expect {
+                    Expect::Points(_) => "valid",
+                    Expect::Error(..) => "error",
+                };
+                dump.push_str(&format!(
+                    "{}\t{kind}\t{}\t{}\n",
+                    c.key,
+                    show(&c.body).replace('\t', "\\t"),
+                    why.replace(['\t', '\n'], " ")
+                ));
+                match listed {
+                    Some((cat, _)) => {
+                        let e = listed_by_cat.entry(cat.clone()).or_default();
+                        if kind == "valid" {
+                            e.0 += 1;
+                        } else {
+                            e.1 += 1;
+                        }
+                    }
+                    None => unexpected.push(format!(
+                        "{} [{kind} case, precision {}] input {}\n    {}",
+                        c.key,
+                        c.precision,
+                        show(&c.body),
+                        match &c.expect {
+                            Expect::Error(e, _) => format!("{why}\n    reference: {e}"),
+                            Expect::Points(_) => why.clone(),
+                        }
+                    )),
+                }
+            }
+        }
+    }
+    let stale: Vec<&String> = divergences
+        .cases
+        .keys()
+        .filter(|k| !by_key.contains_key(k.as_str()))
+        .collect();
+
+    if let Ok(p) = std::env::var("SLUICE_CORPUS_DUMP") {
+        std::fs::write(&p, &dump).expect("write dump");
+        println!("failing cases written to {p}");
+    }
+
+    println!(
+        "\nline-protocol corpus: {} cases in {:.1}s",
+        cases.len(),
+        elapsed.as_secs_f64()
+    );
+    println!("  valid cases stored exactly:      {valid_ok} / {valid_total}");
+    println!("  error cases rejected:            {error_ok} / {error_total}");
+    let listed_failing: usize = listed_by_cat.values().map(|(a, b)| a + b).sum();
+    println!(
+        "  listed divergences (failing):    {listed_failing} of {} listed",
+        divergences.cases.len()
+    );
+    for (cat, (v, e)) in &listed_by_cat {
+        println!("    {cat:<40} {:>5}  ({v} valid, {e} error)", v + e);
+    }
+    println!("  listed divergences now passing:  {}", now_passing.len());
+    for p in &now_passing {
+        println!("    {p}");
+    }
+    if !stale.is_empty() {
+        println!("  listed keys not in the corpus:   {}", stale.len());
+        for k in &stale {
+            println!("    {k}");
+        }
+    }
+    println!("  unexpected failures:             {}", unexpected.len());
+    for u in &unexpected {
+        println!("    {u}");
+    }
+    assert!(
+        unexpected.is_empty(),
+        "{} corpus case(s) failed that are not listed in {}",
+        unexpected.len(),
+        divergences_path().display()
+    );
+}
