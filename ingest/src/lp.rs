@@ -279,7 +279,8 @@ pub fn prepare(
     validate_name("database", &opts.database).map_err(|e| IngestError::Database(e.to_string()))?;
     let db = opts.database.as_str();
     let mut out = Prepared::default();
-    let mut builders: HashMap<(usize, String), TableBuilder> = HashMap::new();
+    let mut builders: Vec<HashMap<String, TableBuilder>> =
+        (0..shards.max(1)).map(|_| HashMap::new()).collect();
     let mut snap = catalog.snapshot();
     let mult = opts.precision.multiplier();
     let all_lines = lines(body);
@@ -307,10 +308,11 @@ pub fn prepare(
         }
         tags.sort_unstable();
         let mut bad: Option<String> = None;
-        for (k, v) in &tags {
+        for (i, (k, v)) in tags.iter().enumerate() {
             if *k == TIME_COLUMN {
                 bad = Some("tag key `time` is reserved for the timestamp".into());
-            } else if tags.iter().filter(|(k2, _)| k2 == k).count() > 1 {
+            } else if i > 0 && tags[i - 1].0 == *k {
+                // Sorted, so a repeated key sits next to its twin.
                 bad = Some(format!("duplicate tag key `{k}`"));
             }
             values.push((k, ColumnKind::Tag, Value::Tag(v)));
@@ -375,26 +377,78 @@ pub fn prepare(
             }
         }
         let shard = shard_for(db, table, &tags, shards);
-        let tb = match builders.get_mut(&(shard, table.to_string())) {
+        let per_table = &mut builders[shard];
+        let tb = match per_table.get_mut(table) {
             Some(b) => b,
-            None => builders.entry((shard, table.to_string())).or_default(),
+            None => per_table.entry(table.to_string()).or_default(),
         };
         tb.push_row(time, &values);
         out.accepted += 1;
     }
-    let mut per_shard: HashMap<usize, Vec<TableBatch>> = HashMap::new();
-    for ((shard, table), tb) in builders {
-        let batch = tb
-            .finish()
-            .map_err(|e| sluice_engine::EngineError::Encode(e.to_string()))?;
-        per_shard.entry(shard).or_default().push(TableBatch {
-            database: db.to_string(),
-            table,
-            batch,
-        });
-    }
-    for (shard, tables) in per_shard {
+    for (shard, per_table) in builders.into_iter().enumerate() {
+        if per_table.is_empty() {
+            continue;
+        }
+        let mut tables = Vec::with_capacity(per_table.len());
+        for (table, tb) in per_table {
+            let batch = tb
+                .finish()
+                .map_err(|e| sluice_engine::EngineError::Encode(e.to_string()))?;
+            tables.push(TableBatch {
+                database: db.to_string(),
+                table,
+                batch,
+            });
+        }
         out.writes.push((shard, WriteBatch::new(tables)?));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(p: Precision) -> WriteOptions {
+        WriteOptions {
+            database: "db".into(),
+            precision: p,
+            default_time: 42,
+        }
+    }
+
+    #[test]
+    fn per_line_errors_carry_physical_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path()).unwrap();
+        let mut body = b"m s=\"multi\nline\" 1\nm,t=a,t=b v=1 2\n".to_vec();
+        body.extend_from_slice(
+            b"m v=\xff\xfe 3\n# a comment\n\nm v=2 4\nm v=1 99999999999999999\n",
+        );
+        let p = prepare(&cat, 2, &body, &opts(Precision::Seconds)).unwrap();
+        let lines: Vec<usize> = p.rejected.iter().map(|e| e.line).collect();
+        // Non-UTF-8 bodies are split on raw newlines, so the quoted newline
+        // counts as a break there; each bad line is still named on its own.
+        assert_eq!(p.accepted, 1, "{:?}", p.rejected);
+        assert!(lines.contains(&4), "{lines:?}");
+        let p = prepare(
+            &cat,
+            2,
+            b"m s=\"multi\nline\" 1\nm,t=a,t=b v=1 2\nm v=1 99999999999999999\nm v=2 4\n",
+            &opts(Precision::Seconds),
+        )
+        .unwrap();
+        let lines: Vec<usize> = p.rejected.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [3, 4], "{:?}", p.rejected);
+        assert_eq!(p.accepted, 2);
+        assert!(p.rejected[1].reason.contains("overflows"));
+    }
+
+    #[test]
+    fn rows_of_one_series_go_to_one_shard() {
+        let a = shard_for("db", "cpu", &[("host", "a"), ("region", "x")], 8);
+        let b = shard_for("db", "cpu", &[("host", "a"), ("region", "x")], 8);
+        assert_eq!(a, b);
+        assert!(a < 8);
+    }
 }
