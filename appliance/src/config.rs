@@ -146,7 +146,13 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("SLUICE_").split("__"));
+        // Only variables naming a known section are settings; other SLUICE_*
+        // variables in the environment are not ours to reject.
+        const SECTIONS: [&str; 4] = ["engine", "http", "lp_tcp", "log"];
+        fig = fig.merge(Env::prefixed("SLUICE_").split("__").filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            SECTIONS.iter().any(|s| k.starts_with(&format!("{s}.")))
+        }));
         let mut cfg: Config = fig.extract().map_err(|e| e.to_string())?;
         if let Some(d) = &args.data_dir {
             cfg.engine.data_dir = d.clone();

@@ -290,6 +290,9 @@ pub fn prepare(
             out.reject(lineno, "line is not valid UTF-8".into());
             continue;
         };
+        // CRLF line ends (Windows agents) and trailing blanks are accepted, as
+        // InfluxDB accepts them; the parser itself would reject them.
+        let text = text.trim_end_matches(['\r', ' ', '\t']);
         let parsed = match parse_lines(text).next() {
             None => continue,
             Some(Err(e)) => {
@@ -324,6 +327,10 @@ pub fn prepare(
                 break;
             }
             let (kind, val) = match v {
+                FieldValue::F64(x) if !x.is_finite() => {
+                    bad = Some(format!("field `{k}`: float value out of range"));
+                    break;
+                }
                 FieldValue::F64(x) => (FieldType::Float, Value::F64(*x)),
                 FieldValue::I64(x) => (FieldType::Integer, Value::I64(*x)),
                 FieldValue::U64(x) => (FieldType::UInteger, Value::U64(*x)),
@@ -345,7 +352,8 @@ pub fn prepare(
             continue;
         }
         let time = match parsed.timestamp {
-            None => opts.default_time,
+            // As InfluxDB does, arrival time is cut to the request's precision.
+            None => opts.default_time - opts.default_time.rem_euclid(mult),
             Some(t) => match t.checked_mul(mult) {
                 Some(t) => t,
                 None => {
