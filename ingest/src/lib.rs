@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod lp;
+pub mod rows;
 pub mod tcp;
 
 pub use error::IngestError;

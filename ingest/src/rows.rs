@@ -1,0 +1,374 @@
+//! Rows → per-shard Arrow write batches, shared by every front end.
+//!
+//! A front end hands each parsed row (table, tags, typed fields, time) to a
+//! [`RowSink`]. The sink settles new columns in the catalog (durably, before
+//! any batch uses them), rejects a row whose types conflict with its table,
+//! routes each series to its shard, and builds one Arrow batch per (shard,
+//! table).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
+    StringBuilder, StringDictionaryBuilder, TimestampNanosecondArray, UInt64Builder,
+};
+use arrow::datatypes::{Field, Int32Type, Schema};
+use sluice_engine::catalog::{tag_data_type, time_data_type, validate_name, TIME_COLUMN};
+use sluice_engine::{
+    Catalog, CatalogSnapshot, ColumnKind, ColumnRequest, EngineError, FieldType, TableBatch,
+    WriteBatch,
+};
+
+use crate::error::IngestError;
+
+/// At most this many rejected lines are described individually.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LineError {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// A request body turned into shard writes, plus what was refused.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub writes: Vec<(usize, WriteBatch)>,
+    pub accepted: usize,
+    pub rejected: Vec<LineError>,
+    pub rejected_total: usize,
+}
+
+impl Prepared {
+    fn reject(&mut self, line: usize, reason: String) {
+        self.rejected_total += 1;
+        if self.rejected.len() < MAX_REPORTED_ERRORS {
+            self.rejected.push(LineError { line, reason });
+        }
+    }
+}
+
+/// Routes a series to a shard. Stable across restarts and releases: the
+/// placement of data on disk depends on it.
+pub fn shard_for(db: &str, table: &str, sorted_tags: &[(&str, &str)], shards: usize) -> usize {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(db.as_bytes());
+    h.update(&[0xff]);
+    h.update(table.as_bytes());
+    for (k, v) in sorted_tags {
+        h.update(&[0xfe]);
+        h.update(k.as_bytes());
+        h.update(&[0xfd]);
+        h.update(v.as_bytes());
+    }
+    (h.digest() % shards.max(1) as u64) as usize
+}
+
+/// A field value as a front end hands it over.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    F64(f64),
+    I64(i64),
+    U64(u64),
+    Bool(bool),
+    Str(Cow<'a, str>),
+}
+
+impl Value<'_> {
+    fn field_type(&self) -> FieldType {
+        match self {
+            Value::F64(_) => FieldType::Float,
+            Value::I64(_) => FieldType::Integer,
+            Value::U64(_) => FieldType::UInteger,
+            Value::Bool(_) => FieldType::Boolean,
+            Value::Str(_) => FieldType::String,
+        }
+    }
+}
+
+/// One cell of a row on its way into a column builder.
+enum Cell<'r, 'a> {
+    Tag(&'r str),
+    Field(&'r Value<'a>),
+}
+
+enum ColBuilder {
+    Tag(StringDictionaryBuilder<Int32Type>),
+    F64(Float64Builder),
+    I64(Int64Builder),
+    U64(UInt64Builder),
+    Bool(BooleanBuilder),
+    Str(StringBuilder),
+}
+
+impl ColBuilder {
+    fn new(kind: ColumnKind, nulls: usize) -> Self {
+        let mut b = match kind {
+            ColumnKind::Tag => ColBuilder::Tag(StringDictionaryBuilder::new()),
+            ColumnKind::Field(FieldType::Float) => ColBuilder::F64(Float64Builder::new()),
+            ColumnKind::Field(FieldType::Integer) => ColBuilder::I64(Int64Builder::new()),
+            ColumnKind::Field(FieldType::UInteger) => ColBuilder::U64(UInt64Builder::new()),
+            ColumnKind::Field(FieldType::Boolean) => ColBuilder::Bool(BooleanBuilder::new()),
+            ColumnKind::Field(FieldType::String) => ColBuilder::Str(StringBuilder::new()),
+        };
+        for _ in 0..nulls {
+            b.null();
+        }
+        b
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ColBuilder::Tag(b) => b.len(),
+            ColBuilder::F64(b) => b.len(),
+            ColBuilder::I64(b) => b.len(),
+            ColBuilder::U64(b) => b.len(),
+            ColBuilder::Bool(b) => b.len(),
+            ColBuilder::Str(b) => b.len(),
+        }
+    }
+
+    fn null(&mut self) {
+        match self {
+            ColBuilder::Tag(b) => b.append_null(),
+            ColBuilder::F64(b) => b.append_null(),
+            ColBuilder::I64(b) => b.append_null(),
+            ColBuilder::U64(b) => b.append_null(),
+            ColBuilder::Bool(b) => b.append_null(),
+            ColBuilder::Str(b) => b.append_null(),
+        }
+    }
+
+    /// Appends `v`; the catalog check guarantees the kinds match, a mismatch
+    /// (which would be a bug) is stored as null rather than panicking.
+    fn push(&mut self, v: &Cell<'_, '_>) {
+        match (self, v) {
+            (ColBuilder::Tag(b), Cell::Tag(s)) => {
+                b.append_value(s);
+            }
+            (ColBuilder::F64(b), Cell::Field(Value::F64(x))) => b.append_value(*x),
+            (ColBuilder::I64(b), Cell::Field(Value::I64(x))) => b.append_value(*x),
+            (ColBuilder::U64(b), Cell::Field(Value::U64(x))) => b.append_value(*x),
+            (ColBuilder::Bool(b), Cell::Field(Value::Bool(x))) => b.append_value(*x),
+            (ColBuilder::Str(b), Cell::Field(Value::Str(s))) => b.append_value(s),
+            (b, _) => b.null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColBuilder::Tag(b) => Arc::new(b.finish()),
+            ColBuilder::F64(b) => Arc::new(b.finish()),
+            ColBuilder::I64(b) => Arc::new(b.finish()),
+            ColBuilder::U64(b) => Arc::new(b.finish()),
+            ColBuilder::Bool(b) => Arc::new(b.finish()),
+            ColBuilder::Str(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct TableBuilder {
+    times: Vec<i64>,
+    columns: HashMap<String, (ColumnKind, ColBuilder)>,
+}
+
+impl TableBuilder {
+    fn push_row(&mut self, time: i64, values: &[(&str, ColumnKind, Cell<'_, '_>)]) {
+        let row = self.times.len();
+        self.times.push(time);
+        for (name, kind, v) in values {
+            let entry = match self.columns.get_mut(*name) {
+                Some(e) => e,
+                None => self
+                    .columns
+                    .entry(name.to_string())
+                    .or_insert_with(|| (*kind, ColBuilder::new(*kind, row))),
+            };
+            entry.1.push(v);
+        }
+        if self.columns.len() != values.len() {
+            for (_, b) in self.columns.values_mut() {
+                if b.len() <= row {
+                    b.null();
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let mut names: Vec<String> = self.columns.keys().cloned().collect();
+        names.sort();
+        let mut fields = vec![Field::new(TIME_COLUMN, time_data_type(), false)];
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(
+            TimestampNanosecondArray::from(self.times).with_timezone("UTC"),
+        )];
+        for n in names {
+            if let Some((kind, mut b)) = self.columns.remove(&n) {
+                let dt = match kind {
+                    ColumnKind::Tag => tag_data_type(),
+                    ColumnKind::Field(t) => t.data_type(),
+                };
+                fields.push(Field::new(n, dt, true));
+                arrays.push(b.finish());
+            }
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+    }
+}
+
+/// A row as a front end parsed it. Tags and fields borrow from the input
+/// where they can.
+#[derive(Debug, Default)]
+pub struct Row<'a> {
+    pub tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pub fields: Vec<(Cow<'a, str>, Value<'a>)>,
+    pub time: i64,
+}
+
+/// Collects the rows of one request for one database.
+pub struct RowSink<'c> {
+    catalog: &'c Catalog,
+    db: String,
+    snap: Arc<CatalogSnapshot>,
+    builders: Vec<HashMap<String, TableBuilder>>,
+    out: Prepared,
+}
+
+impl<'c> RowSink<'c> {
+    pub fn new(catalog: &'c Catalog, database: &str, shards: usize) -> Result<Self, IngestError> {
+        validate_name("database", database).map_err(|e| IngestError::Database(e.to_string()))?;
+        Ok(RowSink {
+            catalog,
+            db: database.to_string(),
+            snap: catalog.snapshot(),
+            builders: (0..shards.max(1)).map(|_| HashMap::new()).collect(),
+            out: Prepared::default(),
+        })
+    }
+
+    pub fn reject(&mut self, line: usize, reason: String) {
+        self.out.reject(line, reason);
+    }
+
+    /// Adds `row` to `table`, or rejects it (as line `line`) with the reason.
+    /// Only an I/O failure of the catalog is an error of the whole request.
+    pub fn push(&mut self, line: usize, table: &str, mut row: Row<'_>) -> Result<(), IngestError> {
+        row.tags.sort_unstable();
+        // A repeated field key keeps its last value.
+        let mut fields: Vec<(&str, &Value<'_>)> = Vec::with_capacity(row.fields.len());
+        for (k, v) in &row.fields {
+            match fields.iter_mut().find(|(n, _)| *n == k.as_ref()) {
+                Some(slot) => slot.1 = v,
+                None => fields.push((k.as_ref(), v)),
+            }
+        }
+        if let Some(reason) = self.check(&row.tags, &fields) {
+            self.out.reject(line, reason);
+            return Ok(());
+        }
+        let mut cells: Vec<(&str, ColumnKind, Cell<'_, '_>)> =
+            Vec::with_capacity(row.tags.len() + fields.len());
+        for (k, v) in &row.tags {
+            cells.push((k.as_ref(), ColumnKind::Tag, Cell::Tag(v.as_ref())));
+        }
+        for (k, v) in &fields {
+            cells.push((k, ColumnKind::Field(v.field_type()), Cell::Field(v)));
+        }
+        let db = self.db.as_str();
+        let known = self
+            .snap
+            .table(db, table)
+            .is_some_and(|s| cells.iter().all(|(n, kind, _)| s.column(n) == Some(*kind)));
+        if !known {
+            let reqs: Vec<ColumnRequest<'_>> = cells
+                .iter()
+                .map(|(n, kind, _)| ColumnRequest {
+                    name: n,
+                    kind: *kind,
+                })
+                .collect();
+            match self.catalog.ensure_columns(db, table, &reqs) {
+                Ok(()) => self.snap = self.catalog.snapshot(),
+                Err(e @ EngineError::Io { .. }) => return Err(e.into()),
+                Err(e) => {
+                    self.out.reject(line, e.to_string());
+                    return Ok(());
+                }
+            }
+        }
+        let tags: Vec<(&str, &str)> = row
+            .tags
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_ref()))
+            .collect();
+        let shard = shard_for(db, table, &tags, self.builders.len());
+        let per_table = &mut self.builders[shard];
+        let tb = match per_table.get_mut(table) {
+            Some(b) => b,
+            None => per_table.entry(table.to_string()).or_default(),
+        };
+        tb.push_row(row.time, &cells);
+        self.out.accepted += 1;
+        Ok(())
+    }
+
+    /// Why a row cannot be stored whatever the table holds, if it cannot.
+    fn check(
+        &self,
+        tags: &[(Cow<'_, str>, Cow<'_, str>)],
+        fields: &[(&str, &Value<'_>)],
+    ) -> Option<String> {
+        if fields.is_empty() {
+            return Some("no fields".into());
+        }
+        for (i, (k, _)) in tags.iter().enumerate() {
+            if k == TIME_COLUMN {
+                return Some("tag key `time` is reserved for the timestamp".into());
+            }
+            // Sorted, so a repeated key sits next to its twin.
+            if i > 0 && tags[i - 1].0 == *k {
+                return Some(format!("duplicate tag key `{k}`"));
+            }
+        }
+        for (k, v) in fields {
+            if *k == TIME_COLUMN {
+                return Some("field key `time` is reserved for the timestamp".into());
+            }
+            if tags.iter().any(|(t, _)| t == k) {
+                return Some(format!("`{k}` is both a tag and a field"));
+            }
+            if let Value::F64(x) = v {
+                if !x.is_finite() {
+                    return Some(format!("field `{k}`: float value out of range"));
+                }
+            }
+        }
+        None
+    }
+
+    /// The write batches, one per shard touched, and what was rejected.
+    pub fn finish(self) -> Result<Prepared, IngestError> {
+        let mut out = self.out;
+        for (shard, per_table) in self.builders.into_iter().enumerate() {
+            if per_table.is_empty() {
+                continue;
+            }
+            let mut tables = Vec::with_capacity(per_table.len());
+            for (table, tb) in per_table {
+                let batch = tb
+                    .finish()
+                    .map_err(|e| EngineError::Encode(e.to_string()))?;
+                tables.push(TableBatch {
+                    database: self.db.clone(),
+                    table,
+                    batch,
+                });
+            }
+            out.writes.push((shard, WriteBatch::new(tables)?));
+        }
+        Ok(out)
+    }
+}
