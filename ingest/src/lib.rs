@@ -2,6 +2,7 @@
 //! They own parsing and validation; durability belongs to the engine.
 
 pub mod error;
+pub mod json;
 pub mod lp;
 pub mod rows;
 pub mod tcp;
