@@ -175,7 +175,7 @@ pub fn prepare(
             if v.is_null() {
                 continue;
             }
-            if mapping.tags.iter().any(|t| *t == k) {
+            if mapping.tags.contains(&k) {
                 row.tags.push((Cow::Owned(k), Cow::Owned(text(v))));
                 continue;
             }
