@@ -172,25 +172,46 @@ impl ColBuilder {
 #[derive(Default)]
 struct TableBuilder {
     times: Vec<i64>,
-    columns: HashMap<String, (ColumnKind, ColBuilder)>,
+    columns: Vec<(String, ColumnKind, ColBuilder)>,
+    index: HashMap<String, usize>,
+    /// Column used by each cell position of the previous row: rows of one
+    /// source nearly always list their columns in the same order, so a string
+    /// comparison replaces a hash lookup.
+    cursor: Vec<usize>,
 }
 
 impl TableBuilder {
     fn push_row(&mut self, time: i64, values: &[(&str, ColumnKind, Cell<'_, '_>)]) {
         let row = self.times.len();
         self.times.push(time);
-        for (name, kind, v) in values {
-            let entry = match self.columns.get_mut(*name) {
-                Some(e) => e,
-                None => self
-                    .columns
-                    .entry(name.to_string())
-                    .or_insert_with(|| (*kind, ColBuilder::new(*kind, row))),
+        for (pos, (name, kind, v)) in values.iter().enumerate() {
+            let idx = match self.cursor.get(pos) {
+                Some(&i) if self.columns[i].0 == *name => i,
+                _ => {
+                    let i = match self.index.get(*name) {
+                        Some(&i) => i,
+                        None => {
+                            self.columns.push((
+                                name.to_string(),
+                                *kind,
+                                ColBuilder::new(*kind, row),
+                            ));
+                            self.index.insert(name.to_string(), self.columns.len() - 1);
+                            self.columns.len() - 1
+                        }
+                    };
+                    if pos < self.cursor.len() {
+                        self.cursor[pos] = i;
+                    } else {
+                        self.cursor.push(i);
+                    }
+                    i
+                }
             };
-            entry.1.push(v);
+            self.columns[idx].2.push(v);
         }
         if self.columns.len() != values.len() {
-            for (_, b) in self.columns.values_mut() {
+            for (_, _, b) in self.columns.iter_mut() {
                 if b.len() <= row {
                     b.null();
                 }
@@ -199,21 +220,18 @@ impl TableBuilder {
     }
 
     fn finish(mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
-        let mut names: Vec<String> = self.columns.keys().cloned().collect();
-        names.sort();
+        self.columns.sort_by(|a, b| a.0.cmp(&b.0));
         let mut fields = vec![Field::new(TIME_COLUMN, time_data_type(), false)];
         let mut arrays: Vec<ArrayRef> = vec![Arc::new(
             TimestampNanosecondArray::from(self.times).with_timezone("UTC"),
         )];
-        for n in names {
-            if let Some((kind, mut b)) = self.columns.remove(&n) {
-                let dt = match kind {
-                    ColumnKind::Tag => tag_data_type(),
-                    ColumnKind::Field(t) => t.data_type(),
-                };
-                fields.push(Field::new(n, dt, true));
-                arrays.push(b.finish());
-            }
+        for (name, kind, mut b) in self.columns {
+            let dt = match kind {
+                ColumnKind::Tag => tag_data_type(),
+                ColumnKind::Field(t) => t.data_type(),
+            };
+            fields.push(Field::new(name, dt, true));
+            arrays.push(b.finish());
         }
         RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
     }
@@ -234,6 +252,9 @@ pub struct RowSink<'c> {
     db: String,
     snap: Arc<CatalogSnapshot>,
     builders: Vec<HashMap<String, TableBuilder>>,
+    /// Column lists already checked against the catalog in this request,
+    /// keyed by a hash of table and columns and compared in full on a hit.
+    verified: HashMap<u64, (String, Vec<(String, ColumnKind)>)>,
     out: Prepared,
 }
 
@@ -245,6 +266,7 @@ impl<'c> RowSink<'c> {
             db: database.to_string(),
             snap: catalog.snapshot(),
             builders: (0..shards.max(1)).map(|_| HashMap::new()).collect(),
+            verified: HashMap::new(),
             out: Prepared::default(),
         })
     }
@@ -278,10 +300,20 @@ impl<'c> RowSink<'c> {
             cells.push((k, ColumnKind::Field(v.field_type()), Cell::Field(v)));
         }
         let db = self.db.as_str();
-        let known = self
-            .snap
-            .table(db, table)
-            .is_some_and(|s| cells.iter().all(|(n, kind, _)| s.column(n) == Some(*kind)));
+        let sig = signature(table, &cells);
+        let seen = self.verified.get(&sig).is_some_and(|(t, cols)| {
+            t == table
+                && cols.len() == cells.len()
+                && cols
+                    .iter()
+                    .zip(&cells)
+                    .all(|(c, (n, k, _))| c.0 == *n && c.1 == *k)
+        });
+        let known = seen
+            || self
+                .snap
+                .table(db, table)
+                .is_some_and(|s| cells.iter().all(|(n, kind, _)| s.column(n) == Some(*kind)));
         if !known {
             let reqs: Vec<ColumnRequest<'_>> = cells
                 .iter()
@@ -298,6 +330,10 @@ impl<'c> RowSink<'c> {
                     return Ok(());
                 }
             }
+        }
+        if !seen {
+            let cols = cells.iter().map(|(n, k, _)| (n.to_string(), *k)).collect();
+            self.verified.insert(sig, (table.to_string(), cols));
         }
         let tags: Vec<(&str, &str)> = row
             .tags
@@ -371,4 +407,18 @@ impl<'c> RowSink<'c> {
         }
         Ok(out)
     }
+}
+
+fn signature(table: &str, cells: &[(&str, ColumnKind, Cell<'_, '_>)]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(table.as_bytes());
+    for (n, k, _) in cells {
+        h.update(&[0xff]);
+        h.update(n.as_bytes());
+        h.update(&[match k {
+            ColumnKind::Tag => 0,
+            ColumnKind::Field(t) => 1 + *t as u8,
+        }]);
+    }
+    h.digest()
 }
