@@ -83,3 +83,61 @@ fn writes_survive_restart() {
     let engine = Engine::start(&cfg, vec![]).unwrap();
     assert_eq!(rows(&engine), 200);
 }
+
+#[test]
+fn corrupt_record_cuts_the_log_there_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EngineConfig {
+        data_dir: dir.path().to_path_buf(),
+        shards: 1,
+        io_memory: 1 << 20,
+        pin_cores: false,
+    };
+    {
+        let engine = Engine::start(&cfg, vec![]).unwrap();
+        let h = engine.handle();
+        h.catalog()
+            .ensure_columns(
+                "db",
+                "m",
+                &[ColumnRequest {
+                    name: "v",
+                    kind: ColumnKind::Field(FieldType::Float),
+                }],
+            )
+            .unwrap();
+        for i in 0..10i64 {
+            let wb = WriteBatch::new(vec![TableBatch {
+                database: "db".into(),
+                table: "m".into(),
+                batch: batch(&[i], &[i as f64]),
+            }])
+            .unwrap();
+            futures::executor::block_on(h.write(vec![(0, wb)])).unwrap();
+        }
+        assert_eq!(rows(&engine), 10);
+    }
+    // Flip one byte in the last third of the log: replay keeps the records
+    // before the damage, drops it and everything after, and starts.
+    let wal = dir.path().join("shard-0/raft.wal");
+    let mut data = std::fs::read(&wal).unwrap();
+    let end = data.iter().rposition(|b| *b != 0).unwrap();
+    let at = end - end / 6;
+    data[at] ^= 0x40;
+    std::fs::write(&wal, data).unwrap();
+    let engine = Engine::start(&cfg, vec![]).unwrap();
+    let n = rows(&engine);
+    assert!(n < 10 && n >= 5, "kept {n} rows");
+    // The shard keeps working after the cut.
+    let wb = WriteBatch::new(vec![TableBatch {
+        database: "db".into(),
+        table: "m".into(),
+        batch: batch(&[100], &[1.0]),
+    }])
+    .unwrap();
+    futures::executor::block_on(engine.handle().write(vec![(0, wb)])).unwrap();
+    assert_eq!(rows(&engine), n + 1);
+    drop(engine);
+    let engine = Engine::start(&cfg, vec![]).unwrap();
+    assert_eq!(rows(&engine), n + 1);
+}
