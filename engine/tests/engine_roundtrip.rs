@@ -34,41 +34,51 @@ fn rows(engine: &Engine) -> usize {
         .sum()
 }
 
+fn config(dir: &std::path::Path, shards: usize) -> EngineConfig {
+    EngineConfig {
+        data_dir: dir.to_path_buf(),
+        shards,
+        io_memory: 1 << 20,
+        pin_cores: false,
+    }
+}
+
+fn define_float_v(engine: &Engine) {
+    engine
+        .handle()
+        .catalog()
+        .ensure_columns(
+            "db",
+            "m",
+            &[ColumnRequest {
+                name: "v",
+                kind: ColumnKind::Field(FieldType::Float),
+            }],
+        )
+        .unwrap();
+}
+
+fn write(engine: &Engine, shard: usize, times: &[i64], vals: &[f64]) {
+    let wb = WriteBatch::new(vec![TableBatch {
+        database: "db".into(),
+        table: "m".into(),
+        batch: batch(times, vals),
+    }])
+    .unwrap();
+    futures::executor::block_on(engine.handle().write(vec![(shard, wb)])).unwrap();
+}
+
 #[test]
 fn writes_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = EngineConfig {
-        data_dir: dir.path().to_path_buf(),
-        shards: 2,
-        io_memory: 1 << 20,
-        pin_cores: false,
-    };
+    let cfg = config(dir.path(), 2);
     {
         let engine = Engine::start(&cfg, vec![]).unwrap();
-        let h = engine.handle();
-        h.catalog()
-            .ensure_columns(
-                "db",
-                "m",
-                &[ColumnRequest {
-                    name: "v",
-                    kind: ColumnKind::Field(FieldType::Float),
-                }],
-            )
-            .unwrap();
+        define_float_v(&engine);
         for i in 0..50i64 {
-            let wb = |shard: usize| {
-                (
-                    shard,
-                    WriteBatch::new(vec![TableBatch {
-                        database: "db".into(),
-                        table: "m".into(),
-                        batch: batch(&[i * 10, i * 10 + 1], &[i as f64, 0.5]),
-                    }])
-                    .unwrap(),
-                )
-            };
-            futures::executor::block_on(h.write(vec![wb(0), wb(1)])).unwrap();
+            for shard in 0..2 {
+                write(&engine, shard, &[i * 10, i * 10 + 1], &[i as f64, 0.5]);
+            }
         }
         assert_eq!(rows(&engine), 200);
     }
@@ -87,33 +97,12 @@ fn writes_survive_restart() {
 #[test]
 fn corrupt_record_cuts_the_log_there_and_reports_it() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = EngineConfig {
-        data_dir: dir.path().to_path_buf(),
-        shards: 1,
-        io_memory: 1 << 20,
-        pin_cores: false,
-    };
+    let cfg = config(dir.path(), 1);
     {
         let engine = Engine::start(&cfg, vec![]).unwrap();
-        let h = engine.handle();
-        h.catalog()
-            .ensure_columns(
-                "db",
-                "m",
-                &[ColumnRequest {
-                    name: "v",
-                    kind: ColumnKind::Field(FieldType::Float),
-                }],
-            )
-            .unwrap();
+        define_float_v(&engine);
         for i in 0..10i64 {
-            let wb = WriteBatch::new(vec![TableBatch {
-                database: "db".into(),
-                table: "m".into(),
-                batch: batch(&[i], &[i as f64]),
-            }])
-            .unwrap();
-            futures::executor::block_on(h.write(vec![(0, wb)])).unwrap();
+            write(&engine, 0, &[i], &[i as f64]);
         }
         assert_eq!(rows(&engine), 10);
     }
@@ -129,13 +118,7 @@ fn corrupt_record_cuts_the_log_there_and_reports_it() {
     let n = rows(&engine);
     assert!((5..10).contains(&n), "kept {n} rows");
     // The shard keeps working after the cut.
-    let wb = WriteBatch::new(vec![TableBatch {
-        database: "db".into(),
-        table: "m".into(),
-        batch: batch(&[100], &[1.0]),
-    }])
-    .unwrap();
-    futures::executor::block_on(engine.handle().write(vec![(0, wb)])).unwrap();
+    write(&engine, 0, &[100], &[1.0]);
     assert_eq!(rows(&engine), n + 1);
     drop(engine);
     let engine = Engine::start(&cfg, vec![]).unwrap();
