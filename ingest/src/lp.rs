@@ -71,9 +71,21 @@ fn lines(body: &[u8]) -> Vec<(usize, Result<&str, ()>)> {
     match std::str::from_utf8(body) {
         Ok(text) => {
             let mut lineno = 1;
-            for l in split_lines(text) {
-                out.push((lineno, Ok(l)));
-                lineno += 1 + l.bytes().filter(|b| *b == b'\n').count();
+            let mut rest = text;
+            while !rest.is_empty() {
+                let end = memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len());
+                let seg = &rest[..end];
+                // Only a quoted string or an escaped newline can hide a line
+                // break; for those, the reference splitter decides.
+                let tricky = memchr::memchr(b'"', seg.as_bytes()).is_some() || seg.ends_with('\\');
+                let line = if tricky {
+                    split_lines(rest).next().unwrap_or(seg)
+                } else {
+                    seg
+                };
+                out.push((lineno, Ok(line)));
+                lineno += 1 + memchr::memchr_iter(b'\n', line.as_bytes()).count();
+                rest = rest.get(line.len() + 1..).unwrap_or("");
             }
         }
         Err(_) => {

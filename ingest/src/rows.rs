@@ -53,17 +53,32 @@ impl Prepared {
 /// Routes a series to a shard. Stable across restarts and releases: the
 /// placement of data on disk depends on it.
 pub fn shard_for(db: &str, table: &str, sorted_tags: &[(&str, &str)], shards: usize) -> usize {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(db.as_bytes());
-    h.update(&[0xff]);
-    h.update(table.as_bytes());
+    let tags: Vec<(Cow<'_, str>, Cow<'_, str>)> = sorted_tags
+        .iter()
+        .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
+        .collect();
+    route(&mut Vec::new(), db, table, &tags, shards)
+}
+
+/// [`shard_for`] with a reusable key buffer: one xxh3 pass over the series key.
+fn route(
+    buf: &mut Vec<u8>,
+    db: &str,
+    table: &str,
+    sorted_tags: &[(Cow<'_, str>, Cow<'_, str>)],
+    shards: usize,
+) -> usize {
+    buf.clear();
+    buf.extend_from_slice(db.as_bytes());
+    buf.push(0xff);
+    buf.extend_from_slice(table.as_bytes());
     for (k, v) in sorted_tags {
-        h.update(&[0xfe]);
-        h.update(k.as_bytes());
-        h.update(&[0xfd]);
-        h.update(v.as_bytes());
+        buf.push(0xfe);
+        buf.extend_from_slice(k.as_bytes());
+        buf.push(0xfd);
+        buf.extend_from_slice(v.as_bytes());
     }
-    (h.digest() % shards.max(1) as u64) as usize
+    (xxhash_rust::xxh3::xxh3_64(buf) % shards.max(1) as u64) as usize
 }
 
 /// A field value as a front end hands it over.
@@ -252,9 +267,10 @@ pub struct RowSink<'c> {
     db: String,
     snap: Arc<CatalogSnapshot>,
     builders: Vec<HashMap<String, TableBuilder>>,
-    /// Column lists already checked against the catalog in this request,
-    /// keyed by a hash of table and columns and compared in full on a hit.
-    verified: HashMap<u64, (String, Vec<(String, ColumnKind)>)>,
+    /// Per table, the last column list checked against the catalog in this
+    /// request.
+    verified: HashMap<String, Vec<(String, ColumnKind)>>,
+    key_buf: Vec<u8>,
     out: Prepared,
 }
 
@@ -267,6 +283,7 @@ impl<'c> RowSink<'c> {
             snap: catalog.snapshot(),
             builders: (0..shards.max(1)).map(|_| HashMap::new()).collect(),
             verified: HashMap::new(),
+            key_buf: Vec::with_capacity(256),
             out: Prepared::default(),
         })
     }
@@ -279,17 +296,33 @@ impl<'c> RowSink<'c> {
     /// Only an I/O failure of the catalog is an error of the whole request.
     pub fn push(&mut self, line: usize, table: &str, mut row: Row<'_>) -> Result<(), IngestError> {
         row.tags.sort_unstable();
-        // A repeated field key keeps its last value.
-        let mut fields: Vec<(&str, &Value<'_>)> = Vec::with_capacity(row.fields.len());
-        for (k, v) in &row.fields {
-            match fields.iter_mut().find(|(n, _)| *n == k.as_ref()) {
-                Some(slot) => slot.1 = v,
-                None => fields.push((k.as_ref(), v)),
-            }
-        }
-        if let Some(reason) = self.check(&row.tags, &fields) {
+        if let Some(reason) = non_finite(&row.fields) {
             self.out.reject(line, reason);
             return Ok(());
+        }
+        // Fast path: the same columns, in the same order, as a row of this
+        // table already checked in this request (no duplicates, no reserved
+        // names, types agreeing with the catalog). Columns only ever get
+        // added to the catalog, so that check still holds.
+        let seen = self
+            .verified
+            .get(table)
+            .is_some_and(|cols| same_columns(cols, &row));
+        let mut fields: Vec<(&str, &Value<'_>)> = Vec::with_capacity(row.fields.len());
+        if seen {
+            fields.extend(row.fields.iter().map(|(k, v)| (k.as_ref(), v)));
+        } else {
+            // A repeated field key keeps its last value.
+            for (k, v) in &row.fields {
+                match fields.iter_mut().find(|(n, _)| *n == k.as_ref()) {
+                    Some(slot) => slot.1 = v,
+                    None => fields.push((k.as_ref(), v)),
+                }
+            }
+            if let Some(reason) = check(&row.tags, &fields) {
+                self.out.reject(line, reason);
+                return Ok(());
+            }
         }
         let mut cells: Vec<(&str, ColumnKind, Cell<'_, '_>)> =
             Vec::with_capacity(row.tags.len() + fields.len());
@@ -300,47 +333,32 @@ impl<'c> RowSink<'c> {
             cells.push((k, ColumnKind::Field(v.field_type()), Cell::Field(v)));
         }
         let db = self.db.as_str();
-        let sig = signature(table, &cells);
-        let seen = self.verified.get(&sig).is_some_and(|(t, cols)| {
-            t == table
-                && cols.len() == cells.len()
-                && cols
-                    .iter()
-                    .zip(&cells)
-                    .all(|(c, (n, k, _))| c.0 == *n && c.1 == *k)
-        });
-        let known = seen
-            || self
+        if !seen {
+            let known = self
                 .snap
                 .table(db, table)
                 .is_some_and(|s| cells.iter().all(|(n, kind, _)| s.column(n) == Some(*kind)));
-        if !known {
-            let reqs: Vec<ColumnRequest<'_>> = cells
-                .iter()
-                .map(|(n, kind, _)| ColumnRequest {
-                    name: n,
-                    kind: *kind,
-                })
-                .collect();
-            match self.catalog.ensure_columns(db, table, &reqs) {
-                Ok(()) => self.snap = self.catalog.snapshot(),
-                Err(e @ EngineError::Io { .. }) => return Err(e.into()),
-                Err(e) => {
-                    self.out.reject(line, e.to_string());
-                    return Ok(());
+            if !known {
+                let reqs: Vec<ColumnRequest<'_>> = cells
+                    .iter()
+                    .map(|(n, kind, _)| ColumnRequest {
+                        name: n,
+                        kind: *kind,
+                    })
+                    .collect();
+                match self.catalog.ensure_columns(db, table, &reqs) {
+                    Ok(()) => self.snap = self.catalog.snapshot(),
+                    Err(e @ EngineError::Io { .. }) => return Err(e.into()),
+                    Err(e) => {
+                        self.out.reject(line, e.to_string());
+                        return Ok(());
+                    }
                 }
             }
-        }
-        if !seen {
             let cols = cells.iter().map(|(n, k, _)| (n.to_string(), *k)).collect();
-            self.verified.insert(sig, (table.to_string(), cols));
+            self.verified.insert(table.to_string(), cols);
         }
-        let tags: Vec<(&str, &str)> = row
-            .tags
-            .iter()
-            .map(|(k, v)| (k.as_ref(), v.as_ref()))
-            .collect();
-        let shard = shard_for(db, table, &tags, self.builders.len());
+        let shard = route(&mut self.key_buf, db, table, &row.tags, self.builders.len());
         let per_table = &mut self.builders[shard];
         let tb = match per_table.get_mut(table) {
             Some(b) => b,
@@ -349,40 +367,6 @@ impl<'c> RowSink<'c> {
         tb.push_row(row.time, &cells);
         self.out.accepted += 1;
         Ok(())
-    }
-
-    /// Why a row cannot be stored whatever the table holds, if it cannot.
-    fn check(
-        &self,
-        tags: &[(Cow<'_, str>, Cow<'_, str>)],
-        fields: &[(&str, &Value<'_>)],
-    ) -> Option<String> {
-        if fields.is_empty() {
-            return Some("no fields".into());
-        }
-        for (i, (k, _)) in tags.iter().enumerate() {
-            if k == TIME_COLUMN {
-                return Some("tag key `time` is reserved for the timestamp".into());
-            }
-            // Sorted, so a repeated key sits next to its twin.
-            if i > 0 && tags[i - 1].0 == *k {
-                return Some(format!("duplicate tag key `{k}`"));
-            }
-        }
-        for (k, v) in fields {
-            if *k == TIME_COLUMN {
-                return Some("field key `time` is reserved for the timestamp".into());
-            }
-            if tags.iter().any(|(t, _)| t == k) {
-                return Some(format!("`{k}` is both a tag and a field"));
-            }
-            if let Value::F64(x) = v {
-                if !x.is_finite() {
-                    return Some(format!("field `{k}`: float value out of range"));
-                }
-            }
-        }
-        None
     }
 
     /// The write batches, one per shard touched, and what was rejected.
@@ -409,16 +393,47 @@ impl<'c> RowSink<'c> {
     }
 }
 
-fn signature(table: &str, cells: &[(&str, ColumnKind, Cell<'_, '_>)]) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(table.as_bytes());
-    for (n, k, _) in cells {
-        h.update(&[0xff]);
-        h.update(n.as_bytes());
-        h.update(&[match k {
-            ColumnKind::Tag => 0,
-            ColumnKind::Field(t) => 1 + *t as u8,
-        }]);
+/// Why a row cannot be stored whatever the table holds, if it cannot.
+fn check(tags: &[(Cow<'_, str>, Cow<'_, str>)], fields: &[(&str, &Value<'_>)]) -> Option<String> {
+    if fields.is_empty() {
+        return Some("no fields".into());
     }
-    h.digest()
+    for (i, (k, _)) in tags.iter().enumerate() {
+        if k == TIME_COLUMN {
+            return Some("tag key `time` is reserved for the timestamp".into());
+        }
+        // Sorted, so a repeated key sits next to its twin.
+        if i > 0 && tags[i - 1].0 == *k {
+            return Some(format!("duplicate tag key `{k}`"));
+        }
+    }
+    for (k, _) in fields {
+        if *k == TIME_COLUMN {
+            return Some("field key `time` is reserved for the timestamp".into());
+        }
+        if tags.iter().any(|(t, _)| t == k) {
+            return Some(format!("`{k}` is both a tag and a field"));
+        }
+    }
+    None
+}
+
+fn non_finite(fields: &[(Cow<'_, str>, Value<'_>)]) -> Option<String> {
+    fields.iter().find_map(|(k, v)| match v {
+        Value::F64(x) if !x.is_finite() => Some(format!("field `{k}`: float value out of range")),
+        _ => None,
+    })
+}
+
+/// Whether `row` has exactly the columns `cols`, in order (tags, then fields).
+fn same_columns(cols: &[(String, ColumnKind)], row: &Row<'_>) -> bool {
+    cols.len() == row.tags.len() + row.fields.len()
+        && cols
+            .iter()
+            .zip(&row.tags)
+            .all(|(c, (k, _))| c.1 == ColumnKind::Tag && c.0 == k.as_ref())
+        && cols[row.tags.len()..]
+            .iter()
+            .zip(&row.fields)
+            .all(|(c, (k, v))| c.1 == ColumnKind::Field(v.field_type()) && c.0 == k.as_ref())
 }
