@@ -4,6 +4,7 @@
 pub mod error;
 pub mod json;
 pub mod lp;
+mod lpfast;
 pub mod rows;
 pub mod tcp;
 

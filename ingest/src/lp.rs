@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use influxdb_line_protocol::{parse_lines, split_lines, FieldValue};
 
 use crate::error::IngestError;
+use crate::lpfast;
 pub use crate::rows::{LineError, Prepared, MAX_REPORTED_ERRORS};
 use crate::rows::{Row, RowSink, Value};
 use sluice_engine::Catalog;
@@ -117,6 +118,24 @@ pub fn prepare(
         // CRLF line ends (Windows agents) and trailing blanks are accepted, as
         // InfluxDB accepts them; the parser itself would reject them.
         let text = text.trim_end_matches(['\r', ' ', '\t']);
+        if let Some((table, mut row, ts)) = lpfast::parse(text) {
+            match ts.map(|t| t.checked_mul(mult)) {
+                None => row.time = default_time,
+                Some(Some(t)) => row.time = t,
+                Some(None) => {
+                    sink.reject(
+                        lineno,
+                        format!(
+                            "timestamp {} overflows at this precision",
+                            ts.unwrap_or_default()
+                        ),
+                    );
+                    continue;
+                }
+            }
+            sink.push(lineno, table, row)?;
+            continue;
+        }
         let parsed = match parse_lines(text).next() {
             None => continue,
             Some(Err(e)) => {

@@ -1,0 +1,282 @@
+//! A fast path for the common, unescaped form of a line-protocol line.
+//!
+//! The `influxdb-line-protocol` crate is the reference grammar, but its
+//! parser costs most of the ingest CPU (profiled on TSBS cpu-only data). Most
+//! lines agents send use none of the grammar's hard parts: no quotes, no
+//! escapes, plain names, plain numbers. This parser accepts exactly such lines
+//! and returns `None` for anything else, which then goes to the crate. For
+//! every line it accepts it must produce what the crate produces; the
+//! differential tests below hold it to that, over the shared corpus and over
+//! generated lines.
+
+use std::borrow::Cow;
+
+use crate::rows::{Row, Value};
+
+/// Bytes allowed in names on the fast path: a conservative subset of what the
+/// grammar allows, with nothing that needs escaping or has a meaning.
+fn plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/')
+}
+
+fn name(s: &str) -> Option<&str> {
+    (!s.is_empty() && s.bytes().all(plain)).then_some(s)
+}
+
+fn digits(s: &[u8]) -> usize {
+    s.iter().take_while(|b| b.is_ascii_digit()).count()
+}
+
+/// The crate's float grammar: `-?d+(.d+)?([eE][+-]?d+)?`.
+fn is_float(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let n = digits(&b[i..]);
+    if n == 0 {
+        return false;
+    }
+    i += n;
+    if b.get(i) == Some(&b'.') {
+        let n = digits(&b[i + 1..]);
+        if n == 0 {
+            return false;
+        }
+        i += 1 + n;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let n = digits(&b[i..]);
+        if n == 0 {
+            return false;
+        }
+        i += n;
+    }
+    i == b.len()
+}
+
+fn is_signed_int(s: &str) -> bool {
+    let b = s.as_bytes();
+    let start = usize::from(b.first() == Some(&b'-'));
+    b.len() > start && digits(&b[start..]) == b.len() - start
+}
+
+fn value(s: &str) -> Option<Value<'_>> {
+    if let Some(v) = s.strip_suffix('i') {
+        return if is_signed_int(v) {
+            v.parse().ok().map(Value::I64)
+        } else {
+            None
+        };
+    }
+    if let Some(v) = s.strip_suffix('u') {
+        return if !v.is_empty() && digits(v.as_bytes()) == v.len() {
+            v.parse().ok().map(Value::U64)
+        } else {
+            None
+        };
+    }
+    match s {
+        "t" | "T" | "true" | "True" | "TRUE" => return Some(Value::Bool(true)),
+        "f" | "F" | "false" | "False" | "FALSE" => return Some(Value::Bool(false)),
+        _ => {}
+    }
+    if is_float(s) {
+        return s.parse().ok().map(Value::F64);
+    }
+    None
+}
+
+/// Parses `line` if it has the plain form; returns the measurement, the row
+/// (with `time` unset) and the raw timestamp.
+pub fn parse(line: &str) -> Option<(&str, Row<'_>, Option<i64>)> {
+    let mut parts = line.split(' ');
+    let series = parts.next()?;
+    let field_set = parts.next()?;
+    let ts = parts.next();
+    if parts.next().is_some() {
+        return None;
+    }
+    let mut series_parts = series.split(',');
+    let measurement = name(series_parts.next()?)?;
+    let mut row = Row::default();
+    for kv in series_parts {
+        let (k, v) = kv.split_once('=')?;
+        row.tags
+            .push((Cow::Borrowed(name(k)?), Cow::Borrowed(name(v)?)));
+    }
+    for kv in field_set.split(',') {
+        let (k, v) = kv.split_once('=')?;
+        row.fields.push((Cow::Borrowed(name(k)?), value(v)?));
+    }
+    let ts = match ts {
+        None => None,
+        Some(t) if is_signed_int(t) => Some(t.parse().ok()?),
+        Some(_) => return None,
+    };
+    Some((measurement, row, ts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use influxdb_line_protocol::{parse_lines, FieldValue};
+    use rand::{Rng, SeedableRng};
+
+    /// Asserts that the crate agrees with the fast path wherever it answers.
+    fn agree(line: &str) -> bool {
+        let Some((m, row, ts)) = parse(line) else {
+            return false;
+        };
+        let reference = match parse_lines(line).next() {
+            Some(Ok(r)) => r,
+            // Repeated tag keys pass the fast path; the row sink rejects them.
+            Some(Err(influxdb_line_protocol::Error::DuplicateTag { tag_key })) => {
+                let n = row
+                    .tags
+                    .iter()
+                    .filter(|(k, _)| *k == tag_key.as_str())
+                    .count();
+                assert!(n > 1, "{line:?}");
+                return true;
+            }
+            Some(Err(e)) => panic!("fast path accepted {line:?}, crate rejects: {e}"),
+            None => panic!("fast path accepted {line:?}, crate saw no line"),
+        };
+        assert_eq!(reference.series.measurement.as_str(), m, "{line:?}");
+        let tags: Vec<(String, String)> = reference
+            .series
+            .tag_set
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mine: Vec<(String, String)> = row
+            .tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(tags, mine, "{line:?}");
+        assert_eq!(reference.field_set.len(), row.fields.len(), "{line:?}");
+        for ((rk, rv), (k, v)) in reference.field_set.iter().zip(&row.fields) {
+            assert_eq!(rk.as_str(), k.as_ref(), "{line:?}");
+            let same = match (rv, v) {
+                (FieldValue::F64(a), Value::F64(b)) => a.to_bits() == b.to_bits(),
+                (FieldValue::I64(a), Value::I64(b)) => a == b,
+                (FieldValue::U64(a), Value::U64(b)) => a == b,
+                (FieldValue::Boolean(a), Value::Bool(b)) => a == b,
+                _ => false,
+            };
+            assert!(same, "{line:?}: crate {rv:?}, fast path {v:?}");
+        }
+        assert_eq!(reference.timestamp, ts, "{line:?}");
+        true
+    }
+
+    #[test]
+    fn agrees_with_the_crate_on_the_corpus() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/testdata/line-protocol-corpus/corpus.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            panic!("corpus not found at {}", path.display());
+        };
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut accepted = 0;
+        for case in doc["decode"].as_object().unwrap().values() {
+            let Some(input) = case["input"]["text"].as_str() else {
+                continue;
+            };
+            for line in input.split('\n') {
+                if agree(line.trim_end_matches(['\r', ' ', '\t'])) {
+                    accepted += 1;
+                }
+            }
+        }
+        assert!(accepted > 50, "fast path took only {accepted} corpus lines");
+    }
+
+    #[test]
+    fn agrees_with_the_crate_on_generated_lines() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let atoms = [
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "007",
+            "1.5",
+            "-2.25",
+            "1e5",
+            "1E5",
+            "1.5e-3",
+            "2e+10",
+            "1e400",
+            "-1e400",
+            "1.",
+            ".5",
+            "1e",
+            "--1",
+            "1.5.5",
+            "9223372036854775807i",
+            "9223372036854775808i",
+            "-9223372036854775808i",
+            "18446744073709551615u",
+            "18446744073709551616u",
+            "-1u",
+            "5i",
+            "i",
+            "u",
+            "t",
+            "T",
+            "true",
+            "True",
+            "TRUE",
+            "f",
+            "false",
+            "FALSE",
+            "tru",
+            "x",
+            "",
+            "1_0",
+            "0x10",
+        ];
+        let names = [
+            "a",
+            "b.c",
+            "host",
+            "us-east-1",
+            "a:b/c",
+            "",
+            "x y",
+            "k=v",
+            "é",
+            "#c",
+        ];
+        let mut took = 0;
+        for _ in 0..60_000 {
+            let mut line = String::from(names[rng.gen_range(0..names.len())]);
+            for _ in 0..rng.gen_range(0..3) {
+                let k = names[rng.gen_range(0..names.len())];
+                let v = names[rng.gen_range(0..names.len())];
+                line.push_str(&format!(",{k}={v}"));
+            }
+            line.push(' ');
+            for i in 0..rng.gen_range(1..4) {
+                if i > 0 {
+                    line.push(',');
+                }
+                let k = names[rng.gen_range(0..names.len())];
+                line.push_str(&format!("{k}={}", atoms[rng.gen_range(0..atoms.len())]));
+            }
+            if rng.gen_bool(0.5) {
+                line.push_str(&format!(" {}", atoms[rng.gen_range(0..atoms.len())]));
+            }
+            if agree(&line) {
+                took += 1;
+            }
+        }
+        assert!(took > 600, "fast path took only {took} generated lines");
+    }
+}
