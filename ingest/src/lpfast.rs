@@ -19,10 +19,6 @@ fn plain(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/')
 }
 
-fn name(s: &str) -> Option<&str> {
-    (!s.is_empty() && s.bytes().all(plain)).then_some(s)
-}
-
 fn digits(s: &[u8]) -> usize {
     s.iter().take_while(|b| b.is_ascii_digit()).count()
 }
@@ -89,31 +85,65 @@ fn value(s: &str) -> Option<Value<'_>> {
     None
 }
 
+/// Length of the run of plain bytes at the start of `b`.
+fn plain_run(b: &[u8]) -> usize {
+    b.iter().take_while(|c| plain(**c)).count()
+}
+
 /// Parses `line` if it has the plain form; returns the measurement, the row
-/// (with `time` unset) and the raw timestamp.
+/// (with `time` unset) and the raw timestamp. One pass over the bytes.
 pub fn parse(line: &str) -> Option<(&str, Row<'_>, Option<i64>)> {
-    let mut parts = line.split(' ');
-    let series = parts.next()?;
-    let field_set = parts.next()?;
-    let ts = parts.next();
-    if parts.next().is_some() {
+    let b = line.as_bytes();
+    let n = plain_run(b);
+    if n == 0 {
         return None;
     }
-    let mut series_parts = series.split(',');
-    let measurement = name(series_parts.next()?)?;
+    let measurement = &line[..n];
+    let mut i = n;
     let mut row = Row::default();
-    for kv in series_parts {
-        let (k, v) = kv.split_once('=')?;
-        row.tags
-            .push((Cow::Borrowed(name(k)?), Cow::Borrowed(name(v)?)));
+    while b.get(i) == Some(&b',') {
+        let ks = i + 1;
+        let kl = plain_run(&b[ks..]);
+        let vs = ks + kl + 1;
+        if kl == 0 || b.get(ks + kl) != Some(&b'=') {
+            return None;
+        }
+        let vl = plain_run(b.get(vs..)?);
+        if vl == 0 {
+            return None;
+        }
+        row.tags.push((
+            Cow::Borrowed(&line[ks..ks + kl]),
+            Cow::Borrowed(&line[vs..vs + vl]),
+        ));
+        i = vs + vl;
     }
-    for kv in field_set.split(',') {
-        let (k, v) = kv.split_once('=')?;
-        row.fields.push((Cow::Borrowed(name(k)?), value(v)?));
+    if b.get(i) != Some(&b' ') {
+        return None;
     }
-    let ts = match ts {
+    loop {
+        let ks = i + 1;
+        let kl = plain_run(b.get(ks..)?);
+        if kl == 0 || b.get(ks + kl) != Some(&b'=') {
+            return None;
+        }
+        let vs = ks + kl + 1;
+        let vl = b[vs..]
+            .iter()
+            .take_while(|c| **c != b',' && **c != b' ')
+            .count();
+        row.fields.push((
+            Cow::Borrowed(&line[ks..ks + kl]),
+            value(&line[vs..vs + vl])?,
+        ));
+        i = vs + vl;
+        if b.get(i) != Some(&b',') {
+            break;
+        }
+    }
+    let ts = match b.get(i) {
         None => None,
-        Some(t) if is_signed_int(t) => Some(t.parse().ok()?),
+        Some(b' ') if is_signed_int(&line[i + 1..]) => Some(line[i + 1..].parse().ok()?),
         Some(_) => return None,
     };
     Some((measurement, row, ts))
