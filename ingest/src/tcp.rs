@@ -4,11 +4,13 @@
 //! waits for durability before it reads more, which is its backpressure.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use futures::io::AsyncReadExt;
 use futures::FutureExt;
 use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::Semaphore;
 use sluice_engine::{CoreContext, CoreFuture, CoreService};
 
 use crate::lp::{self, Precision, WriteOptions};
@@ -16,6 +18,8 @@ use crate::lp::{self, Precision, WriteOptions};
 /// A line longer than this ends the connection: nothing legitimate is that long.
 const MAX_LINE: usize = 16 << 20;
 const READ_CHUNK: usize = 256 << 10;
+/// Writes one connection may have in flight at once.
+const MAX_INFLIGHT: u64 = 4;
 
 #[derive(Debug, Clone)]
 pub struct TcpConfig {
@@ -69,16 +73,16 @@ pub fn service(cfg: TcpConfig) -> CoreService {
 }
 
 async fn serve(mut stream: TcpStream, ctx: &CoreContext, cfg: &TcpConfig) -> Result<(), String> {
+    // Writes of one connection overlap (bounded), so the connection is not
+    // limited to one fsync round trip per read.
+    let inflight = Rc::new(Semaphore::new(MAX_INFLIGHT));
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut line_base = 1usize;
     loop {
         let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
         if n == 0 {
-            if !buf.is_empty() {
-                write_lines(ctx, cfg, &buf, line_base).await?;
-            }
-            return Ok(());
+            break;
         }
         buf.extend_from_slice(&chunk[..n]);
         let Some(last_nl) = buf.iter().rposition(|b| *b == b'\n') else {
@@ -88,18 +92,50 @@ async fn serve(mut stream: TcpStream, ctx: &CoreContext, cfg: &TcpConfig) -> Res
             continue;
         };
         let rest = buf.split_off(last_nl + 1);
-        line_base += write_lines(ctx, cfg, &buf, line_base).await?;
-        buf = rest;
+        let data = std::mem::replace(&mut buf, rest);
+        let lines = memchr::memchr_iter(b'\n', &data).count();
+        spawn_write(ctx, cfg, &inflight, data, line_base).await?;
+        line_base += lines;
     }
+    if !buf.is_empty() {
+        spawn_write(ctx, cfg, &inflight, buf, line_base).await?;
+    }
+    // Every write of the connection has finished once all permits are back.
+    inflight
+        .acquire(MAX_INFLIGHT)
+        .await
+        .map_err(|e| e.to_string())
 }
 
-/// Writes complete lines; returns how many physical lines they spanned.
+async fn spawn_write(
+    ctx: &CoreContext,
+    cfg: &TcpConfig,
+    inflight: &Rc<Semaphore>,
+    data: Vec<u8>,
+    line_base: usize,
+) -> Result<(), String> {
+    let permit = inflight
+        .acquire_static_permit(1)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (ctx, cfg) = (ctx.clone(), cfg.clone());
+    glommio::spawn_local(async move {
+        if let Err(e) = write_lines(&ctx, &cfg, &data, line_base).await {
+            tracing::warn!(error = %e, "line protocol over TCP: write failed");
+        }
+        drop(permit);
+    })
+    .detach();
+    Ok(())
+}
+
+/// Writes complete lines, numbering rejections from `line_base`.
 async fn write_lines(
     ctx: &CoreContext,
     cfg: &TcpConfig,
     data: &[u8],
     line_base: usize,
-) -> Result<usize, String> {
+) -> Result<(), String> {
     let opts = WriteOptions {
         database: cfg.database.clone(),
         precision: Precision::Nanoseconds,
@@ -120,5 +156,5 @@ async fn write_lines(
         .write(prepared.writes)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(data.iter().filter(|b| **b == b'\n').count())
+    Ok(())
 }
