@@ -5,7 +5,7 @@
 # Environment:
 #   SCALE=100 DURATION=1d SEED=1     data: hosts, time span, RNG seed
 #   WORKERS=4 BATCH=5000 GZIP=0      loader: concurrent connections, lines per request
-#   SLUICE_BIN=/work/target-release/release/sluice
+#   SLUICE_BIN=<repo>/target/release/sluice  (cargo build --release -p sluice)
 #   SLUICE_SHARDS=$(nproc)           --shards for Sluice
 #   SYSTEMS="sluice influxdb victoriametrics"   which systems, in order
 #   TCP=0                            1 adds raw-TCP line protocol rows (Sluice, VictoriaMetrics)
@@ -25,7 +25,6 @@ WORKERS=${WORKERS:-4}
 BATCH=${BATCH:-5000}
 GZIP=${GZIP:-0}
 TCP=${TCP:-0}
-SLUICE_BIN=${SLUICE_BIN:-/work/target-release/release/sluice}
 SLUICE_SHARDS=${SLUICE_SHARDS:-$(nproc)}
 SYSTEMS=${SYSTEMS:-"sluice influxdb victoriametrics"}
 BASE_PORT=${BASE_PORT:-28000}
@@ -34,6 +33,7 @@ DB=bench
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
+SLUICE_BIN=${SLUICE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/sluice}
 HTTP_PORT=$BASE_PORT
 AUX_PORT=$((BASE_PORT + 1))
 AUX2_PORT=$((BASE_PORT + 2))
