@@ -28,11 +28,19 @@ pub fn sluice_bin() -> PathBuf {
     bin
 }
 
+/// A free loopback port below the kernel's ephemeral range: a port handed
+/// out by `bind(0)` can be taken again as the local port of some client
+/// connection, which then blocks the server from binding it on restart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found in 20000..32000");
 }
 
 pub struct TestServer {
