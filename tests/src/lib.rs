@@ -91,6 +91,11 @@ impl TestServer {
     }
 
     fn spawn(&mut self) {
+        self.spawn_process();
+        self.wait_ready();
+    }
+
+    fn spawn_process(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -114,14 +119,29 @@ impl TestServer {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("spawn sluice"));
-        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut port_retries = 0;
         while Instant::now() < deadline {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
+                    // Right after a SIGKILL the kernel may still hold the old
+                    // process's ports for a moment; that is not a server bug.
+                    if port_retries < 25
+                        && self
+                            .log()
+                            .lines()
+                            .last()
+                            .is_some_and(|l| l.contains("Address already in use"))
+                    {
+                        port_retries += 1;
+                        std::thread::sleep(Duration::from_millis(200));
+                        self.child = None;
+                        self.spawn_process();
+                        continue;
+                    }
                     panic!("sluice exited during startup ({status}):\n{}", self.log());
                 }
             }
