@@ -200,7 +200,7 @@ impl<T: Transport> RaftNode<T> {
         // Applied entries live on in the shard buffer and the log on disk;
         // raft's in-memory copy of them is dead weight.
         let first = store.first_index()?;
-        if self.applied > first + 64 {
+        if self.applied > first {
             store.wl().compact(self.applied)?;
         }
         Ok(())
