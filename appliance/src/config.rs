@@ -16,7 +16,21 @@ use serde::{Deserialize, Serialize};
     about = "Sluice: a time-series ingestion appliance (line protocol in, SQL out)",
     after_help = "Every setting can also come from a TOML file (--config) or from the \
 environment as SLUICE_<SECTION>__<KEY>, e.g. SLUICE_HTTP__ADDR=0.0.0.0:8086 or \
-SLUICE_ENGINE__SHARDS=4. Precedence: defaults < file < environment < flags."
+SLUICE_ENGINE__SHARDS=4. Precedence: defaults < file < environment < flags.
+
+Settings (section.key = default):
+  engine.data_dir = \"./sluice-data\"    catalog and shard logs
+  engine.shards = 0                    0: one shard per core
+  engine.io_memory = 1048576           io_uring buffer bytes per shard (locked memory)
+  engine.pin_cores = true              pin each shard to a core
+  http.addr = \"127.0.0.1:8086\"         HTTP API
+  http.max_body_bytes = 67108864       largest request body, after gzip
+  http.auth_token                      if set, required as Token/Bearer/basic password/p=
+  lp_tcp.enabled = true                line protocol over TCP
+  lp_tcp.addr = \"127.0.0.1:8094\"
+  lp_tcp.database = \"default\"          database for TCP lines
+  log.level = \"info\"                   tracing filter; RUST_LOG overrides
+`sluice config` prints the effective settings."
 )]
 pub struct Cli {
     #[command(subcommand)]
