@@ -196,6 +196,14 @@ pub struct Catalog {
     path: PathBuf,
 }
 
+/// Makes the entries of `dir` (files just created in it) survive a power
+/// loss; fsync of a file alone does not persist its directory entry.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| EngineError::io(dir, e))
+}
+
 /// Rejects names that cannot round-trip through SQL identifiers and logs.
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
     if name.is_empty() {
@@ -272,6 +280,7 @@ impl Catalog {
             .append(true)
             .open(&path)
             .map_err(|e| EngineError::io(&path, e))?;
+        sync_dir(dir)?;
         Ok(Catalog {
             snapshot: ArcSwap::from_pointee(snap),
             log: Mutex::new(log),

@@ -129,6 +129,10 @@ pub(crate) async fn run(
         std::fs::create_dir_all(&parts.dir).map_err(|e| EngineError::io(&parts.dir, e))?;
         probe_disk(&parts.dir).await?;
         let mut node = RaftNode::open(id, &parts.dir.join("raft.wal"), NoPeers).await?;
+        crate::catalog::sync_dir(&parts.dir)?;
+        if let Some(parent) = parts.dir.parent() {
+            crate::catalog::sync_dir(parent)?;
+        }
         let buffer = Rc::new(RefCell::new(Buffer::new(parts.catalog.clone())));
         let mut pending = VecDeque::new();
         // Become leader and apply everything the log holds before serving.
