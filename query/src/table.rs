@@ -232,3 +232,37 @@ impl TableProvider for SluiceTable {
         Ok(exec)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::{col, lit};
+
+    fn ts(v: i64) -> Expr {
+        lit(ScalarValue::TimestampNanosecond(
+            Some(v),
+            Some("UTC".into()),
+        ))
+    }
+
+    #[test]
+    fn time_bounds_are_inclusive_and_sided() {
+        assert_eq!(time_bound(&col("time").gt(ts(10))), Some((11, i64::MAX)));
+        assert_eq!(time_bound(&col("time").gt_eq(ts(10))), Some((10, i64::MAX)));
+        assert_eq!(time_bound(&col("time").lt(ts(10))), Some((i64::MIN, 9)));
+        assert_eq!(time_bound(&col("time").lt_eq(ts(10))), Some((i64::MIN, 10)));
+        assert_eq!(time_bound(&col("time").eq(ts(10))), Some((10, 10)));
+        // Literal on the left: the operator is mirrored.
+        assert_eq!(time_bound(&ts(10).lt(col("time"))), Some((11, i64::MAX)));
+        assert_eq!(time_bound(&col("time").between(ts(5), ts(7))), Some((5, 7)));
+        assert_eq!(
+            time_bound(&lit(ScalarValue::TimestampSecond(Some(2), None)).lt_eq(col("time"))),
+            Some((2_000_000_000, i64::MAX))
+        );
+        // Anything else is not a bound and must not prune.
+        assert_eq!(time_bound(&col("time").not_eq(ts(10))), None);
+        assert_eq!(time_bound(&col("host").gt(ts(10))), None);
+        assert_eq!(time_bound(&col("time").not_between(ts(5), ts(7))), None);
+        assert_eq!(time_bound(&col("time").gt(lit(3i64))), None);
+    }
+}
