@@ -228,4 +228,29 @@ mod tests {
         assert_eq!(a, b);
         assert!(a < 8);
     }
+    #[test]
+    fn columns_land_in_place_whatever_the_order_of_rows() {
+        use arrow::array::{Array, Float64Array};
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path()).unwrap();
+        let body = b"m a=1,b=2 1\nm b=3,a=4 2\nm a=5 3\nm a=6,b=7 4\nm a=8,b=9 5\nm b=10 6\n";
+        let p = prepare(&cat, 1, body, &opts(Precision::Nanoseconds)).unwrap();
+        assert_eq!(p.accepted, 6);
+        let batch = &p.writes[0].1.tables[0].batch;
+        let get = |n: &str| {
+            let c = batch.column_by_name(n).unwrap();
+            let f = c.as_any().downcast_ref::<Float64Array>().unwrap();
+            (0..f.len())
+                .map(|i| (!f.is_null(i)).then(|| f.value(i)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            get("a"),
+            [Some(1.0), Some(4.0), Some(5.0), Some(6.0), Some(8.0), None]
+        );
+        assert_eq!(
+            get("b"),
+            [Some(2.0), Some(3.0), None, Some(7.0), Some(9.0), Some(10.0)]
+        );
+    }
 }

@@ -193,12 +193,24 @@ struct TableBuilder {
     /// source nearly always list their columns in the same order, so a string
     /// comparison replaces a hash lookup.
     cursor: Vec<usize>,
+    /// Layout (see `RowSink::verified`) of the previous row; a row with the
+    /// same layout maps position for position onto the cursor.
+    last_layout: Option<u32>,
 }
 
 impl TableBuilder {
-    fn push_row(&mut self, time: i64, values: &[(&str, ColumnKind, Cell<'_, '_>)]) {
+    fn push_row(&mut self, time: i64, values: &[(&str, ColumnKind, Cell<'_, '_>)], layout: u32) {
         let row = self.times.len();
         self.times.push(time);
+        if self.last_layout == Some(layout) && self.cursor.len() == values.len() {
+            for (pos, (_, _, v)) in values.iter().enumerate() {
+                self.columns[self.cursor[pos]].2.push(v);
+            }
+            self.fill_nulls(row, values.len());
+            return;
+        }
+        self.last_layout = Some(layout);
+        self.cursor.truncate(values.len());
         for (pos, (name, kind, v)) in values.iter().enumerate() {
             let idx = match self.cursor.get(pos) {
                 Some(&i) if self.columns[i].0 == *name => i,
@@ -225,7 +237,12 @@ impl TableBuilder {
             };
             self.columns[idx].2.push(v);
         }
-        if self.columns.len() != values.len() {
+        self.fill_nulls(row, values.len());
+    }
+
+    /// Gives every column the row did not mention a null.
+    fn fill_nulls(&mut self, row: usize, mentioned: usize) {
+        if self.columns.len() != mentioned {
             for (_, _, b) in self.columns.iter_mut() {
                 if b.len() <= row {
                     b.null();
@@ -268,8 +285,9 @@ pub struct RowSink<'c> {
     snap: Arc<CatalogSnapshot>,
     builders: Vec<HashMap<String, TableBuilder>>,
     /// Per table, the last column list checked against the catalog in this
-    /// request.
-    verified: HashMap<String, Vec<(String, ColumnKind)>>,
+    /// request, with its layout number (unique within the request).
+    verified: HashMap<String, (u32, Vec<(String, ColumnKind)>)>,
+    next_layout: u32,
     key_buf: Vec<u8>,
     out: Prepared,
 }
@@ -283,6 +301,7 @@ impl<'c> RowSink<'c> {
             snap: catalog.snapshot(),
             builders: (0..shards.max(1)).map(|_| HashMap::new()).collect(),
             verified: HashMap::new(),
+            next_layout: 0,
             key_buf: Vec::with_capacity(256),
             out: Prepared::default(),
         })
@@ -307,9 +326,10 @@ impl<'c> RowSink<'c> {
         let seen = self
             .verified
             .get(table)
-            .is_some_and(|cols| same_columns(cols, &row));
+            .filter(|(_, cols)| same_columns(cols, &row))
+            .map(|(layout, _)| *layout);
         let mut fields: Vec<(&str, &Value<'_>)> = Vec::with_capacity(row.fields.len());
-        if seen {
+        if seen.is_some() {
             fields.extend(row.fields.iter().map(|(k, v)| (k.as_ref(), v)));
         } else {
             // A repeated field key keeps its last value.
@@ -332,41 +352,66 @@ impl<'c> RowSink<'c> {
         for (k, v) in &fields {
             cells.push((k, ColumnKind::Field(v.field_type()), Cell::Field(v)));
         }
-        let db = self.db.as_str();
-        if !seen {
-            let known = self
-                .snap
-                .table(db, table)
-                .is_some_and(|s| cells.iter().all(|(n, kind, _)| s.column(n) == Some(*kind)));
-            if !known {
-                let reqs: Vec<ColumnRequest<'_>> = cells
-                    .iter()
-                    .map(|(n, kind, _)| ColumnRequest {
-                        name: n,
-                        kind: *kind,
-                    })
-                    .collect();
-                match self.catalog.ensure_columns(db, table, &reqs) {
-                    Ok(()) => self.snap = self.catalog.snapshot(),
-                    Err(e @ EngineError::Io { .. }) => return Err(e.into()),
-                    Err(e) => {
-                        self.out.reject(line, e.to_string());
-                        return Ok(());
-                    }
-                }
-            }
-            let cols = cells.iter().map(|(n, k, _)| (n.to_string(), *k)).collect();
-            self.verified.insert(table.to_string(), cols);
-        }
-        let shard = route(&mut self.key_buf, db, table, &row.tags, self.builders.len());
+        let layout = match seen {
+            Some(layout) => layout,
+            None => match self.verify_layout(line, table, &cells)? {
+                Some(layout) => layout,
+                None => return Ok(()),
+            },
+        };
+        let shard = route(
+            &mut self.key_buf,
+            &self.db,
+            table,
+            &row.tags,
+            self.builders.len(),
+        );
         let per_table = &mut self.builders[shard];
         let tb = match per_table.get_mut(table) {
             Some(b) => b,
             None => per_table.entry(table.to_string()).or_default(),
         };
-        tb.push_row(row.time, &cells);
+        tb.push_row(row.time, &cells, layout);
         self.out.accepted += 1;
         Ok(())
+    }
+
+    /// Checks a column list against the catalog (adding new columns), and
+    /// remembers it as the table's current layout. `None`: the row was
+    /// rejected.
+    fn verify_layout(
+        &mut self,
+        line: usize,
+        table: &str,
+        cells: &[(&str, ColumnKind, Cell<'_, '_>)],
+    ) -> Result<Option<u32>, IngestError> {
+        let db = self.db.as_str();
+        let known = self
+            .snap
+            .table(db, table)
+            .is_some_and(|s| cells.iter().all(|(n, kind, _)| s.column(n) == Some(*kind)));
+        if !known {
+            let reqs: Vec<ColumnRequest<'_>> = cells
+                .iter()
+                .map(|(n, kind, _)| ColumnRequest {
+                    name: n,
+                    kind: *kind,
+                })
+                .collect();
+            match self.catalog.ensure_columns(db, table, &reqs) {
+                Ok(()) => self.snap = self.catalog.snapshot(),
+                Err(e @ EngineError::Io { .. }) => return Err(e.into()),
+                Err(e) => {
+                    self.out.reject(line, e.to_string());
+                    return Ok(None);
+                }
+            }
+        }
+        let layout = self.next_layout;
+        self.next_layout += 1;
+        let cols = cells.iter().map(|(n, k, _)| (n.to_string(), *k)).collect();
+        self.verified.insert(table.to_string(), (layout, cols));
+        Ok(Some(layout))
     }
 
     /// The write batches, one per shard touched, and what was rejected.
