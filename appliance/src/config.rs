@@ -29,6 +29,12 @@ Settings (section.key = default):
   lp_tcp.enabled = true                line protocol over TCP
   lp_tcp.addr = \"127.0.0.1:8094\"
   lp_tcp.database = \"default\"          database for TCP lines
+  storage.flush_bytes = 67108864       flush a shard's buffer at this size
+  storage.flush_interval_secs = 60     flush rows older than this
+  storage.max_buffer_bytes = 536870912 per shard; above it writes get HTTP 503
+  storage.partition_hours = 24         time partition of chunk files
+  storage.compact_min_chunks = 4       compact a partition at this many chunks
+  storage.log_segment_bytes = 67108864 log segment size before rolling
   log.level = \"info\"                   tracing filter; RUST_LOG overrides
 `sluice config` prints the effective settings."
 )]
@@ -71,7 +77,59 @@ pub struct Config {
     pub engine: EngineSection,
     pub http: HttpSection,
     pub lp_tcp: LpTcpSection,
+    pub storage: StorageSection,
     pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// Flush a shard's buffer to chunks once it holds this many bytes.
+    pub flush_bytes: usize,
+    /// Flush rows that have been in memory this many seconds.
+    pub flush_interval_secs: u64,
+    /// Per shard: writes get backpressure (HTTP 503) above this much buffered data.
+    pub max_buffer_bytes: usize,
+    /// Time partition of chunks, in hours.
+    pub partition_hours: u64,
+    /// Compact a table partition once it has this many chunks.
+    pub compact_min_chunks: usize,
+    /// Start a new log segment past this size.
+    pub log_segment_bytes: u64,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        let d = sluice_engine::StorageConfig::default();
+        StorageSection {
+            flush_bytes: d.flush_bytes,
+            flush_interval_secs: d.flush_interval.as_secs(),
+            max_buffer_bytes: d.max_buffer_bytes,
+            partition_hours: (d.partition_len / 3_600_000_000_000) as u64,
+            compact_min_chunks: d.compact_min_chunks,
+            log_segment_bytes: d.log_segment_bytes,
+        }
+    }
+}
+
+impl StorageSection {
+    pub fn engine_config(&self) -> Result<sluice_engine::StorageConfig, String> {
+        if self.partition_hours == 0 || self.partition_hours > 24 * 366 {
+            return Err("storage.partition_hours must be between 1 and 8784".into());
+        }
+        if self.max_buffer_bytes < self.flush_bytes {
+            return Err("storage.max_buffer_bytes must be at least storage.flush_bytes".into());
+        }
+        Ok(sluice_engine::StorageConfig {
+            flush_bytes: self.flush_bytes.max(1),
+            flush_interval: std::time::Duration::from_secs(self.flush_interval_secs.max(1)),
+            max_buffer_bytes: self.max_buffer_bytes,
+            partition_len: self.partition_hours as i64 * 3_600_000_000_000,
+            compact_min_chunks: self.compact_min_chunks.max(2),
+            log_segment_bytes: self.log_segment_bytes.max(1 << 20),
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,7 +220,7 @@ impl Config {
         }
         // Only variables naming a known section are settings; other SLUICE_*
         // variables in the environment are not ours to reject.
-        const SECTIONS: [&str; 4] = ["engine", "http", "lp_tcp", "log"];
+        const SECTIONS: [&str; 5] = ["engine", "http", "lp_tcp", "storage", "log"];
         fig = fig.merge(Env::prefixed("SLUICE_").split("__").filter(|k| {
             let k = k.as_str().to_ascii_lowercase();
             SECTIONS.iter().any(|s| k.starts_with(&format!("{s}.")))

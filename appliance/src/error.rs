@@ -27,9 +27,10 @@ pub enum ApiError {
 fn engine_status(e: &EngineError) -> StatusCode {
     match e {
         EngineError::TypeConflict { .. } | EngineError::InvalidName(_) => StatusCode::BAD_REQUEST,
-        EngineError::ShardUnavailable(_) | EngineError::NotLeader { .. } => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        EngineError::ShardUnavailable(_)
+        | EngineError::NotLeader { .. }
+        | EngineError::Backpressure { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        EngineError::Config(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -43,7 +44,9 @@ impl ApiError {
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Ingest(IngestError::Engine(e)) => engine_status(e),
             ApiError::Ingest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Query(QueryError::UnknownDatabase(_)) => StatusCode::NOT_FOUND,
+            ApiError::Query(QueryError::UnknownDatabase(_) | QueryError::UnknownTable(_)) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Query(QueryError::Engine(e)) => engine_status(e),
             ApiError::Query(_) => StatusCode::BAD_REQUEST,
             ApiError::Engine(e) => engine_status(e),

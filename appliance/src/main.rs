@@ -80,6 +80,7 @@ fn serve(cfg: Config) -> Result<(), String> {
             shards: cfg.engine.shards,
             io_memory: cfg.engine.io_memory,
             pin_cores: cfg.engine.pin_cores,
+            storage: cfg.storage.engine_config()?,
         },
         services,
     )

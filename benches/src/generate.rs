@@ -8,6 +8,12 @@
 //! floats with full precision, as the older influxdb-comparisons tool did.
 //! The random number generator is not Go's, so the values differ from TSBS's
 //! for the same seed; the shape and sizes are the same.
+//!
+//! [`Values`] picks how the field values are written: `full` (the default,
+//! above), `round2` (the same walk rounded to 2 decimals, as real sensors
+//! send) or `int` (rounded to the nearest integer, with line protocol's `i`
+//! suffix, as current TSBS writes them). Only the written values change: the
+//! walk itself keeps full precision, so every variant has the same shape.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -56,6 +62,17 @@ const ENVIRONMENTS: [&str; 3] = ["production", "staging", "test"];
 const RACKS: u32 = 100;
 const SERVICES: u32 = 20;
 const SERVICE_VERSIONS: u32 = 2;
+
+/// How field values are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Values {
+    /// Full precision: the shortest decimal that round-trips the f64.
+    Full,
+    /// Rounded to 2 decimals (still floats).
+    Round2,
+    /// Rounded to the nearest integer, written as an integer (`42i`).
+    Int,
+}
 
 /// What `generate` produced.
 pub struct Summary {
@@ -144,7 +161,13 @@ service_environment={environment} "
 }
 
 /// Writes `hosts × (duration / 10 s)` rows to `out`.
-pub fn generate(hosts: u32, duration_s: u64, seed: u64, out: &Path) -> Result<Summary, String> {
+pub fn generate(
+    hosts: u32,
+    duration_s: u64,
+    seed: u64,
+    values: Values,
+    out: &Path,
+) -> Result<Summary, String> {
     if hosts == 0 {
         return Err("--scale must be at least 1".into());
     }
@@ -177,10 +200,7 @@ pub fn generate(hosts: u32, duration_s: u64, seed: u64, out: &Path) -> Result<Su
                 }
                 line.push_str(name);
                 line.push('=');
-                // Rust's Display for f64 is the shortest representation that
-                // round-trips, never in exponent form: full precision, like
-                // Go's strconv.FormatFloat(v, 'f', -1, 64).
-                push_float(&mut line, *v);
+                push_value(&mut line, *v, values);
             }
             line.push(' ');
             push_int(&mut line, ts);
@@ -199,6 +219,23 @@ pub fn generate(hosts: u32, duration_s: u64, seed: u64, out: &Path) -> Result<Su
         started.elapsed().as_secs_f64()
     );
     Ok(Summary { rows, bytes })
+}
+
+fn push_value(s: &mut String, v: f64, values: Values) {
+    match values {
+        // Rust's Display for f64 is the shortest representation that
+        // round-trips, never in exponent form: full precision, like
+        // Go's strconv.FormatFloat(v, 'f', -1, 64).
+        Values::Full => push_float(s, v),
+        // n / 100 with n integral is the double nearest the 2-decimal value,
+        // so Display prints at most 2 decimals (`12.3`, `7`: still floats,
+        // as line protocol reads a number without `i` as a float).
+        Values::Round2 => push_float(s, (v * 100.0).round() / 100.0),
+        Values::Int => {
+            push_int(s, v.round() as i64);
+            s.push('i');
+        }
+    }
 }
 
 fn push_float(s: &mut String, v: f64) {
@@ -229,7 +266,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sluice-bench-gen-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("cpu.lp");
-        let s = generate(3, 30, 1, &path).unwrap();
+        let s = generate(3, 30, 1, Values::Full, &path).unwrap();
         assert_eq!(s.rows, 9);
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -247,6 +284,47 @@ mod tests {
                 assert!((0.0..=100.0).contains(&v));
             }
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The variants write the same walk: round2 and int are `full` rounded.
+    #[test]
+    fn variants_round_the_same_walk() {
+        let dir = std::env::temp_dir().join(format!("sluice-bench-var-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let read = |v: Values| {
+            let path = dir.join(format!("{v:?}.lp"));
+            generate(4, 600, 7, v, &path).unwrap();
+            std::fs::read_to_string(&path).unwrap()
+        };
+        let (full, round2, int) = (read(Values::Full), read(Values::Round2), read(Values::Int));
+        let fields = |l: &str| -> Vec<String> {
+            l.split(' ')
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .map(|kv| kv.split_once('=').unwrap().1.to_string())
+                .collect()
+        };
+        let mut lines = 0;
+        for ((f, r), i) in full.lines().zip(round2.lines()).zip(int.lines()) {
+            lines += 1;
+            let head = |l: &str| l.split(' ').next().unwrap().to_string();
+            let tail = |l: &str| l.rsplit(' ').next().unwrap().to_string();
+            assert_eq!(head(f), head(r));
+            assert_eq!(head(f), head(i));
+            assert_eq!(tail(f), tail(i));
+            for ((fv, rv), iv) in fields(f).iter().zip(fields(r)).zip(fields(i)) {
+                let x: f64 = fv.parse().unwrap();
+                let rounded: f64 = rv.parse().unwrap();
+                assert_eq!(rounded.to_bits(), ((x * 100.0).round() / 100.0).to_bits());
+                assert!(rv.split_once('.').is_none_or(|(_, d)| d.len() <= 2), "{rv}");
+                let n: i64 = iv.strip_suffix('i').unwrap().parse().unwrap();
+                assert_eq!(n, x.round() as i64);
+                assert!((0..=100).contains(&n));
+            }
+        }
+        assert_eq!(lines, 240);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

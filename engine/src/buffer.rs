@@ -8,8 +8,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::array::{
+    new_null_array, Array, ArrayRef, DictionaryArray, RecordBatch, RecordBatchOptions, StringArray,
+    TimestampNanosecondArray,
+};
+use arrow::datatypes::Int32Type;
 use arrow::datatypes::SchemaRef;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::batch::time_range;
 use crate::catalog::Catalog;
@@ -25,24 +30,48 @@ pub struct BufferedBatch {
     pub batch: RecordBatch,
     pub min_time: i64,
     pub max_time: i64,
+    /// Some row is not newer than everything its series already had (late,
+    /// out of order or a duplicate), so reads must deduplicate around it.
+    pub overlaps: bool,
 }
 
 #[derive(Debug, Default)]
-struct TableBuffer {
-    large: Vec<BufferedBatch>,
-    small: Vec<BufferedBatch>,
-    rows: usize,
+pub struct TableBuffer {
+    /// In arrival order, which dedup depends on: only a trailing run of
+    /// small batches is ever merged, in place.
+    pub batches: Vec<BufferedBatch>,
+    /// Length of the trailing run of small batches.
+    small_run: usize,
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl TableBuffer {
+    pub fn batches(&self) -> impl Iterator<Item = &BufferedBatch> {
+        self.batches.iter()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct TableStats {
     pub rows: usize,
     pub batches: usize,
+    pub bytes: usize,
+}
+
+/// Everything the buffer held at one moment, handed to a flush.
+pub struct Frozen {
+    pub tables: HashMap<(String, String), TableBuffer>,
+    pub bytes: usize,
 }
 
 pub struct Buffer {
     tables: HashMap<(String, String), TableBuffer>,
     catalog: Arc<Catalog>,
+    /// Newest time seen per series (hash of its tags), in chunks or here.
+    series_max: HashMap<(String, String), HashMap<u64, i64>>,
+    bytes: usize,
+    oldest: Option<std::time::Instant>,
 }
 
 impl Buffer {
@@ -50,7 +79,66 @@ impl Buffer {
         Buffer {
             tables: HashMap::new(),
             catalog,
+            series_max: HashMap::new(),
+            bytes: 0,
+            oldest: None,
         }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// When the oldest row still only in memory arrived.
+    pub fn oldest(&self) -> Option<std::time::Instant> {
+        self.oldest
+    }
+
+    /// Records that `series` (hashed as `series_hashes` does) reached `time`
+    /// in a chunk, so later rows at or before it are known to need dedup.
+    pub fn note_series(&mut self, database: &str, table: &str, series: u64, time: i64) {
+        let m = self
+            .series_max
+            .entry((database.to_string(), table.to_string()))
+            .or_default();
+        let t = m.entry(series).or_insert(i64::MIN);
+        *t = (*t).max(time);
+    }
+
+    /// Takes everything buffered; queries keep seeing it through the frozen
+    /// set until its chunks are installed.
+    pub fn freeze(&mut self) -> Frozen {
+        let bytes = std::mem::take(&mut self.bytes);
+        self.oldest = None;
+        Frozen {
+            tables: std::mem::take(&mut self.tables),
+            bytes,
+        }
+    }
+
+    /// Whether any row of `batch` is not newer than its series' latest time.
+    fn check_order(&mut self, database: &str, table: &str, batch: &RecordBatch) -> bool {
+        let Some(ts) = batch
+            .column_by_name(crate::catalog::TIME_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        else {
+            return true;
+        };
+        let hashes = series_hashes(batch);
+        let m = self
+            .series_max
+            .entry((database.to_string(), table.to_string()))
+            .or_default();
+        let mut overlaps = false;
+        for (h, t) in hashes.iter().zip(ts.values().iter()) {
+            let e = m.entry(*h).or_insert(i64::MIN);
+            if *t <= *e {
+                overlaps = true;
+            } else {
+                *e = *t;
+            }
+        }
+        overlaps
     }
 
     pub fn insert(&mut self, database: &str, table: &str, batch: RecordBatch) {
@@ -65,36 +153,50 @@ impl Buffer {
             );
             return;
         };
+        let overlaps = self.check_order(database, table, &batch);
+        let size = batch.get_array_memory_size();
+        self.bytes += size;
+        self.oldest.get_or_insert_with(std::time::Instant::now);
         let key = (database.to_string(), table.to_string());
         let tb = self.tables.entry(key).or_default();
         tb.rows += batch.num_rows();
+        tb.bytes += size;
         let b = BufferedBatch {
             batch,
             min_time,
             max_time,
+            overlaps,
         };
-        if b.batch.num_rows() >= LARGE_BATCH_ROWS {
-            tb.large.push(b);
+        let large = b.batch.num_rows() >= LARGE_BATCH_ROWS;
+        tb.batches.push(b);
+        if large {
+            tb.small_run = 0;
             return;
         }
-        tb.small.push(b);
-        if tb.small.len() >= MERGE_FANIN {
+        tb.small_run += 1;
+        if tb.small_run >= MERGE_FANIN {
             let schema = self
                 .catalog
                 .snapshot()
                 .table(database, table)
                 .map(|t| t.arrow_schema());
+            let start = tb.batches.len() - tb.small_run;
             if let Some(schema) = schema {
-                match merge(&tb.small, &schema) {
+                match merge(&tb.batches[start..], &schema) {
                     Ok(m) => {
-                        tb.small.clear();
-                        if m.batch.num_rows() >= LARGE_BATCH_ROWS {
-                            tb.large.push(m);
-                        } else {
-                            tb.small.push(m);
-                        }
+                        let old: usize = tb.batches[start..]
+                            .iter()
+                            .map(|b| b.batch.get_array_memory_size())
+                            .sum();
+                        let new = m.batch.get_array_memory_size();
+                        tb.bytes = (tb.bytes + new).saturating_sub(old);
+                        self.bytes = (self.bytes + new).saturating_sub(old);
+                        tb.batches.truncate(start);
+                        tb.small_run = usize::from(m.batch.num_rows() < LARGE_BATCH_ROWS);
+                        tb.batches.push(m);
                     }
                     Err(e) => {
+                        tb.small_run = 0;
                         tracing::warn!(database, table, error = %e, "merging buffered batches failed; kept them apart")
                     }
                 }
@@ -108,12 +210,7 @@ impl Buffer {
         let Some(tb) = self.tables.get(&key) else {
             return Vec::new();
         };
-        tb.large
-            .iter()
-            .chain(tb.small.iter())
-            .filter(|b| b.max_time >= min && b.min_time <= max)
-            .cloned()
-            .collect()
+        snapshot_of(tb, min, max)
     }
 
     pub fn stats(&self) -> Vec<(String, String, TableStats)> {
@@ -125,12 +222,70 @@ impl Buffer {
                     t.clone(),
                     TableStats {
                         rows: tb.rows,
-                        batches: tb.large.len() + tb.small.len(),
+                        batches: tb.batches.len(),
+                        bytes: tb.bytes,
                     },
                 )
             })
             .collect()
     }
+}
+
+pub fn snapshot_of(tb: &TableBuffer, min: i64, max: i64) -> Vec<BufferedBatch> {
+    tb.batches()
+        .filter(|b| b.max_time >= min && b.min_time <= max)
+        .cloned()
+        .collect()
+}
+
+/// A hash per row identifying its series within its table: the non-null tag
+/// values in schema (name) order. Chunk footers hash to the same values
+/// through `series_hash`.
+pub fn series_hashes(batch: &RecordBatch) -> Vec<u64> {
+    let rows = batch.num_rows();
+    let mut out = vec![SERIES_SEED; rows];
+    for (i, f) in batch.schema().fields().iter().enumerate() {
+        if f.data_type() != &crate::catalog::tag_data_type() {
+            continue;
+        }
+        let Some(d) = batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<DictionaryArray<Int32Type>>()
+        else {
+            continue;
+        };
+        let Some(values) = d.values().as_any().downcast_ref::<StringArray>() else {
+            continue;
+        };
+        let name = xxh3_64(f.name().as_bytes());
+        let value_hashes: Vec<u64> = (0..values.len())
+            .map(|j| name ^ xxh3_64(values.value(j).as_bytes()))
+            .collect();
+        let keys = d.keys();
+        for (r, h) in out.iter_mut().enumerate() {
+            if keys.is_valid(r) {
+                let k = keys.value(r) as usize;
+                if let Some(v) = value_hashes.get(k) {
+                    *h = mix(*h, *v);
+                }
+            }
+        }
+    }
+    out
+}
+
+const SERIES_SEED: u64 = 0x5155_4943_4553_4552;
+
+fn mix(h: u64, v: u64) -> u64 {
+    (h ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29)
+}
+
+/// The series hash of a tag set given as (name, value) pairs in name order.
+pub fn series_hash<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    tags.fold(SERIES_SEED, |h, (n, v)| {
+        mix(h, xxh3_64(n.as_bytes()) ^ xxh3_64(v.as_bytes()))
+    })
 }
 
 fn merge(batches: &[BufferedBatch], schema: &SchemaRef) -> Result<BufferedBatch> {
@@ -144,6 +299,7 @@ fn merge(batches: &[BufferedBatch], schema: &SchemaRef) -> Result<BufferedBatch>
         batch,
         min_time: batches.iter().map(|b| b.min_time).min().unwrap_or(i64::MIN),
         max_time: batches.iter().map(|b| b.max_time).max().unwrap_or(i64::MAX),
+        overlaps: batches.iter().any(|b| b.overlaps),
     })
 }
 

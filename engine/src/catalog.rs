@@ -17,6 +17,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::chunk::DedupPolicy;
 use crate::error::{EngineError, Result};
 
 /// Name of the timestamp column every table has.
@@ -70,20 +71,32 @@ pub fn time_data_type() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
 }
 
+/// Per-table storage settings, set at creation or later (SQL `ALTER TABLE …
+/// SET (…)`), recorded in the catalog log like any schema change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableOptions {
+    pub dedup: DedupPolicy,
+    /// Rows older than this (ns) are dropped, whole partitions at a time.
+    /// Absent: the database's retention applies.
+    pub retention_ns: Option<i64>,
+}
+
 #[derive(Debug)]
 pub struct TableSchema {
     pub name: String,
     columns: HashMap<String, ColumnKind>,
     arrow: SchemaRef,
+    pub options: TableOptions,
 }
 
 impl TableSchema {
-    fn new(name: String, columns: HashMap<String, ColumnKind>) -> Self {
+    fn new(name: String, columns: HashMap<String, ColumnKind>, options: TableOptions) -> Self {
         let arrow = arrow_schema(&columns);
         TableSchema {
             name,
             columns,
             arrow,
+            options,
         }
     }
 
@@ -129,6 +142,8 @@ fn arrow_schema(columns: &HashMap<String, ColumnKind>) -> SchemaRef {
 #[derive(Debug, Default, Clone)]
 pub struct DatabaseDef {
     pub tables: BTreeMap<String, Arc<TableSchema>>,
+    /// Default retention (ns) of the database's tables; absent: keep forever.
+    pub retention_ns: Option<i64>,
 }
 
 /// An immutable view of the whole catalog.
@@ -140,6 +155,16 @@ pub struct CatalogSnapshot {
 impl CatalogSnapshot {
     pub fn table(&self, db: &str, table: &str) -> Option<&Arc<TableSchema>> {
         self.databases.get(db)?.tables.get(table)
+    }
+
+    /// The retention in force for a table: its own, else its database's.
+    pub fn retention(&self, db: &str, table: &str) -> Option<i64> {
+        let d = self.databases.get(db)?;
+        d.tables
+            .get(table)
+            .and_then(|t| t.options.retention_ns)
+            .or(d.retention_ns)
+            .filter(|r| *r > 0)
     }
 
     fn apply(&mut self, rec: &Record) {
@@ -154,16 +179,45 @@ impl CatalogSnapshot {
                 kind,
             } => {
                 let dbdef = Arc::make_mut(self.databases.entry(db.clone()).or_default());
-                let mut cols = dbdef
+                let (mut cols, options) = dbdef
                     .tables
                     .get(table)
-                    .map(|t| t.columns.clone())
+                    .map(|t| (t.columns.clone(), t.options))
                     .unwrap_or_default();
                 cols.insert(column.clone(), *kind);
                 dbdef.tables.insert(
                     table.clone(),
-                    Arc::new(TableSchema::new(table.clone(), cols)),
+                    Arc::new(TableSchema::new(table.clone(), cols, options)),
                 );
+            }
+            Record::SetTableOptions {
+                db,
+                table,
+                dedup,
+                retention_ns,
+            } => {
+                let dbdef = Arc::make_mut(self.databases.entry(db.clone()).or_default());
+                let (cols, mut options) = dbdef
+                    .tables
+                    .get(table)
+                    .map(|t| (t.columns.clone(), t.options))
+                    .unwrap_or_default();
+                if let Some(d) = dedup {
+                    options.dedup = *d;
+                }
+                if let Some(r) = retention_ns {
+                    options.retention_ns = (*r > 0).then_some(*r);
+                }
+                dbdef.tables.insert(
+                    table.clone(),
+                    Arc::new(TableSchema::new(table.clone(), cols, options)),
+                );
+            }
+            Record::SetDatabaseOptions { db, retention_ns } => {
+                let dbdef = Arc::make_mut(self.databases.entry(db.clone()).or_default());
+                if let Some(r) = retention_ns {
+                    dbdef.retention_ns = (*r > 0).then_some(*r);
+                }
             }
         }
     }
@@ -181,6 +235,25 @@ enum Record {
         column: String,
         kind: ColumnKind,
     },
+    /// `retention_ns: Some(0)` clears the retention.
+    SetTableOptions {
+        db: String,
+        table: String,
+        dedup: Option<DedupPolicy>,
+        retention_ns: Option<i64>,
+    },
+    SetDatabaseOptions {
+        db: String,
+        retention_ns: Option<i64>,
+    },
+}
+
+/// A change of storage settings; `None` leaves a setting as it is and a
+/// retention of 0 removes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OptionsChange {
+    pub dedup: Option<DedupPolicy>,
+    pub retention_ns: Option<i64>,
 }
 
 /// A column a writer wants to exist with a given kind.
@@ -217,6 +290,12 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
     if name.chars().any(|c| c.is_control()) {
         return Err(EngineError::InvalidName(format!(
             "{what} name {name:?} contains a control character"
+        )));
+    }
+    // These name schemas of the SQL catalog that Sluice itself provides.
+    if what == "database" && (name == "system" || name == "information_schema") {
+        return Err(EngineError::InvalidName(format!(
+            "database name {name:?} is reserved"
         )));
     }
     Ok(())
@@ -306,6 +385,40 @@ impl Catalog {
             return Ok(());
         }
         self.commit(log, vec![Record::CreateDatabase { db: db.to_string() }])
+    }
+
+    /// Changes the settings of `db.table` (creating both if needed), or of the
+    /// database alone when `table` is `None` (where only retention applies).
+    pub fn set_options(&self, db: &str, table: Option<&str>, change: OptionsChange) -> Result<()> {
+        validate_name("database", db)?;
+        let log = self.log.lock();
+        let mut records = Vec::new();
+        if !self.database_exists(db) {
+            records.push(Record::CreateDatabase { db: db.to_string() });
+        }
+        match table {
+            Some(t) => {
+                validate_name("table", t)?;
+                records.push(Record::SetTableOptions {
+                    db: db.to_string(),
+                    table: t.to_string(),
+                    dedup: change.dedup,
+                    retention_ns: change.retention_ns,
+                });
+            }
+            None => {
+                if change.dedup.is_some() {
+                    return Err(EngineError::Config(
+                        "dedup is a table setting, not a database setting".into(),
+                    ));
+                }
+                records.push(Record::SetDatabaseOptions {
+                    db: db.to_string(),
+                    retention_ns: change.retention_ns,
+                });
+            }
+        }
+        self.commit(log, records)
     }
 
     /// Makes sure `db.table` has every requested column with the requested

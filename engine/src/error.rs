@@ -40,6 +40,10 @@ pub enum EngineError {
     Decode { index: u64, reason: String },
     #[error("locked memory limit (RLIMIT_MEMLOCK) is {have} bytes; glommio needs at least {need}: raise it (systemd: LimitMEMLOCK=, shell: ulimit -l) or run with CAP_IPC_LOCK")]
     MemLock { have: u64, need: u64 },
+    #[error("chunk file {path} is unreadable: {reason}")]
+    ChunkCorrupt { path: PathBuf, reason: String },
+    #[error("shard {shard} is over its memory limit ({buffered} bytes buffered); retry shortly")]
+    Backpressure { shard: usize, buffered: usize },
     #[error("configuration: {0}")]
     Config(String),
 }

@@ -5,16 +5,26 @@
 pub mod batch;
 pub mod buffer;
 pub mod catalog;
+pub mod chunk;
 pub mod error;
+mod flush;
+mod jobs;
 mod raftnode;
 mod runtime;
+mod segments;
 mod shard;
 mod slogbridge;
+pub mod store;
 mod wal;
 
 pub use batch::{TableBatch, WriteBatch};
 pub use buffer::{adapt_batch, BufferedBatch};
-pub use catalog::{Catalog, CatalogSnapshot, ColumnKind, ColumnRequest, FieldType, TableSchema};
+pub use catalog::{
+    Catalog, CatalogSnapshot, ColumnKind, ColumnRequest, FieldType, OptionsChange, TableOptions,
+    TableSchema,
+};
 pub use error::{EngineError, Result};
+pub use jobs::{StorageConfig, TableSnapshot};
 pub use runtime::{CoreContext, CoreFuture, CoreService, Engine, EngineConfig, EngineHandle};
 pub use shard::ShardStats;
+pub use store::{BrokenChunk, ChunkHandle};

@@ -13,7 +13,8 @@ use raft::storage::MemStorage;
 use raft::{Config, RawNode, Storage};
 
 use crate::error::{EngineError, Result};
-use crate::wal::{self, Wal, WalRecord};
+use crate::segments::SegmentedWal;
+use crate::wal::WalRecord;
 
 /// This node's id inside every shard group. With peers (a later step) each
 /// node gets its own id; a one-voter group is just node 1.
@@ -40,7 +41,7 @@ impl Transport for NoPeers {
 
 pub struct RaftNode<T: Transport> {
     pub(crate) node: RawNode<MemStorage>,
-    wal: Wal,
+    wal: SegmentedWal,
     transport: T,
     applied: u64,
 }
@@ -50,23 +51,28 @@ fn logger() -> slog::Logger {
 }
 
 impl<T: Transport> RaftNode<T> {
-    /// Replays the log at `path` (cutting a torn or corrupt tail) and starts
-    /// the raft node over it. A fresh log is bootstrapped as a one-voter group.
-    pub async fn open(shard: usize, path: &Path, transport: T) -> Result<Self> {
-        let replay = wal::replay(path)?;
-        if let Some((offset, reason)) = &replay.cut {
-            tracing::warn!(shard, path = %path.display(), offset, reason = %reason,
-                "shard log has a bad record; everything from it on is cut off");
-        }
-        let mut wal = Wal::open(path, replay.valid_len).await?;
+    /// Replays the shard log in `dir` (cutting a torn or corrupt tail) and
+    /// starts the raft node over it. `snapshot` is the (index, term) up to
+    /// which chunks hold everything; the log before it may have been deleted.
+    /// A fresh log is bootstrapped as a one-voter group.
+    pub async fn open(
+        shard: usize,
+        dir: &Path,
+        snapshot: Option<(u64, u64)>,
+        transport: T,
+    ) -> Result<Self> {
+        let replayed = SegmentedWal::open(shard, dir).await?;
+        let mut wal = replayed.wal;
         let storage = MemStorage::new();
         let mut conf: Option<ConfState> = None;
         let mut hs: Option<HardState> = None;
         let mut entries: Vec<Entry> = Vec::new();
-        for r in replay.records {
+        let snap_index = snapshot.map(|s| s.0).unwrap_or(0);
+        for r in replayed.records {
             match r {
                 WalRecord::ConfState(c) => conf = Some(c),
                 WalRecord::HardState(h) => hs = Some(h),
+                WalRecord::Entry(e) if e.index <= snap_index => {}
                 WalRecord::Entry(e) => {
                     // A later record at an index already seen replaces the
                     // suffix from there, as raft's own log truncation does.
@@ -85,11 +91,16 @@ impl<T: Transport> RaftNode<T> {
                 }
             }
         }
-        if entries.first().is_some_and(|e| e.index != 1) {
-            return Err(EngineError::Decode {
-                index: entries[0].index,
-                reason: "log does not start at index 1 and no snapshot is stored".into(),
-            });
+        if let Some(first) = entries.first() {
+            if first.index != snap_index + 1 {
+                return Err(EngineError::Decode {
+                    index: first.index,
+                    reason: format!(
+                        "log resumes at index {} but chunks end at index {snap_index}: entries are missing",
+                        first.index
+                    ),
+                });
+            }
         }
         let entry_count = entries.len();
         {
@@ -102,10 +113,18 @@ impl<T: Transport> RaftNode<T> {
                     c
                 }
             };
+            if let Some((index, term)) = snapshot.filter(|s| s.0 > 0) {
+                let mut snap = raft::prelude::Snapshot::default();
+                snap.mut_metadata().index = index;
+                snap.mut_metadata().term = term;
+                snap.mut_metadata().set_conf_state(cs.clone());
+                core.apply_snapshot(snap)?;
+            }
             core.set_conf_state(cs);
             core.append(&entries)?;
             if let Some(mut h) = hs {
-                h.commit = h.commit.min(entries.last().map(|e| e.index).unwrap_or(0));
+                let last = entries.last().map(|e| e.index).unwrap_or(snap_index);
+                h.commit = h.commit.clamp(snap_index, last);
                 core.set_hardstate(h);
             }
         }
@@ -114,7 +133,7 @@ impl<T: Transport> RaftNode<T> {
             id: LOCAL_ID,
             election_tick: 10,
             heartbeat_tick: 3,
-            applied: 0,
+            applied: snap_index,
             max_size_per_msg: 4 << 20,
             max_inflight_msgs: 256,
             ..Default::default()
@@ -126,7 +145,7 @@ impl<T: Transport> RaftNode<T> {
             node,
             wal,
             transport,
-            applied: 0,
+            applied: snap_index,
         };
         if rn.is_single_voter() {
             rn.node.campaign()?;
@@ -208,6 +227,22 @@ impl<T: Transport> RaftNode<T> {
 
     pub fn wal_bytes(&self) -> u64 {
         self.wal.bytes_synced()
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The term of the entry at `index`, while raft still holds it.
+    pub fn term_of(&self, index: u64) -> Result<u64> {
+        Ok(self.node.raft.raft_log.term(index)?)
+    }
+
+    /// Entries up to `index` are in durable chunks: drop the log behind them.
+    pub async fn compact_log(&mut self, index: u64, roll_bytes: u64) -> Result<usize> {
+        let hs = self.node.raft.hard_state();
+        let cs = self.node.raft.prs().conf().to_conf_state();
+        self.wal.compact(index, roll_bytes, &hs, &cs).await
     }
 
     pub async fn close(self) -> Result<()> {

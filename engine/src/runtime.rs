@@ -9,10 +9,11 @@ use futures::channel::oneshot;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 
 use crate::batch::WriteBatch;
-use crate::buffer::BufferedBatch;
 use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
+use crate::jobs::{StorageConfig, TableSnapshot};
 use crate::shard::{self, QueryMsg, ShardMsg, ShardParts, ShardStats};
+use crate::store::{BrokenChunk, ChunkHandle};
 
 /// glommio refuses to start below this RLIMIT_MEMLOCK.
 const MIN_MEMLOCK: u64 = 512 * 1024;
@@ -26,6 +27,7 @@ pub struct EngineConfig {
     /// unregistered buffers, which only costs a little speed.
     pub io_memory: usize,
     pub pin_cores: bool,
+    pub storage: StorageConfig,
 }
 
 /// What a per-core service (such as the TCP line-protocol listener) gets.
@@ -104,7 +106,7 @@ impl EngineHandle {
         table: &str,
         min: i64,
         max: i64,
-    ) -> Result<Vec<Vec<BufferedBatch>>> {
+    ) -> Result<Vec<TableSnapshot>> {
         let mut waits = Vec::with_capacity(self.shards.len());
         for (i, h) in self.shards.iter().enumerate() {
             let (tx, rx) = oneshot::channel();
@@ -125,6 +127,38 @@ impl EngineHandle {
             out.push(rx.await.map_err(|_| EngineError::ShardUnavailable(i))?);
         }
         Ok(out)
+    }
+
+    /// Every live chunk of every shard, and the chunks that cannot be read.
+    pub async fn chunks(&self) -> Result<Vec<(Vec<Arc<ChunkHandle>>, Vec<BrokenChunk>)>> {
+        let mut out = Vec::with_capacity(self.shards.len());
+        for (i, h) in self.shards.iter().enumerate() {
+            let (tx, rx) = oneshot::channel();
+            h.queries
+                .send_async(QueryMsg::Chunks { reply: tx })
+                .await
+                .map_err(|_| EngineError::ShardUnavailable(i))?;
+            out.push(rx.await.map_err(|_| EngineError::ShardUnavailable(i))?);
+        }
+        Ok(out)
+    }
+
+    /// Flushes every shard's buffer into chunks and compacts; resolves when
+    /// all of it is durable.
+    pub async fn flush(&self) -> Result<()> {
+        let mut waits = Vec::with_capacity(self.shards.len());
+        for (i, h) in self.shards.iter().enumerate() {
+            let (tx, rx) = oneshot::channel();
+            h.writes
+                .send_async(ShardMsg::Flush { reply: tx })
+                .await
+                .map_err(|_| EngineError::ShardUnavailable(i))?;
+            waits.push((i, rx));
+        }
+        for (i, rx) in waits {
+            rx.await.map_err(|_| EngineError::ShardUnavailable(i))??;
+        }
+        Ok(())
     }
 
     pub async fn stats(&self) -> Result<Vec<ShardStats>> {
@@ -211,6 +245,7 @@ impl Engine {
                 catalog: catalog.clone(),
                 writes: wrx,
                 queries: qrx,
+                storage: cfg.storage.clone(),
             });
         }
         let handle = EngineHandle {

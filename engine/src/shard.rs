@@ -12,10 +12,12 @@ use futures::future::{select, Either};
 use raft::prelude::Entry;
 
 use crate::batch::{self, TableBatch, WriteBatch};
-use crate::buffer::{Buffer, BufferedBatch, TableStats};
+use crate::buffer::TableStats;
 use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
+use crate::jobs::{ShardState, StorageConfig, TableSnapshot};
 use crate::raftnode::{NoPeers, RaftNode};
+use crate::store::{BrokenChunk, ChunkHandle, Store};
 
 const TICK: Duration = Duration::from_millis(100);
 /// Upper bound on what one group commit collects before it fsyncs.
@@ -24,6 +26,10 @@ const MAX_GROUP_BYTES: usize = 64 << 20;
 pub(crate) enum ShardMsg {
     Write {
         batch: WriteBatch,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Flush everything buffered and compact; answered when done.
+    Flush {
         reply: oneshot::Sender<Result<()>>,
     },
     Shutdown,
@@ -35,10 +41,13 @@ pub(crate) enum QueryMsg {
         table: String,
         min: i64,
         max: i64,
-        reply: oneshot::Sender<Vec<BufferedBatch>>,
+        reply: oneshot::Sender<TableSnapshot>,
     },
     Stats {
         reply: oneshot::Sender<ShardStats>,
+    },
+    Chunks {
+        reply: oneshot::Sender<(Vec<Arc<ChunkHandle>>, Vec<BrokenChunk>)>,
     },
 }
 
@@ -49,6 +58,13 @@ pub struct ShardStats {
     pub log_bytes_synced: u64,
     pub raft_last_index: u64,
     pub raft_leader: bool,
+    pub flushed_index: u64,
+    pub buffer_bytes: usize,
+    pub chunks: usize,
+    pub chunks_written: u64,
+    pub compactions: u64,
+    pub log_segments_removed: u64,
+    pub backpressure_rejections: u64,
 }
 
 struct Pending {
@@ -64,6 +80,7 @@ pub(crate) struct ShardParts {
     pub catalog: Arc<Catalog>,
     pub writes: flume::Receiver<ShardMsg>,
     pub queries: flume::Receiver<QueryMsg>,
+    pub storage: StorageConfig,
 }
 
 /// glommio decides whether the disk supports polled I/O from the first DMA
@@ -85,7 +102,12 @@ async fn probe_disk(dir: &std::path::Path) -> Result<()> {
         .map_err(|e| EngineError::io(&path, e.into()))
 }
 
-fn apply_entry(e: &Entry, pending: &mut VecDeque<Pending>, buffer: &RefCell<Buffer>, shard: usize) {
+fn apply_entry(
+    e: &Entry,
+    pending: &mut VecDeque<Pending>,
+    state: &RefCell<ShardState>,
+    shard: usize,
+) {
     while pending.front().is_some_and(|p| p.index < e.index) {
         if let Some(p) = pending.pop_front() {
             let _ = p.reply.send(Err(EngineError::NotLeader { shard }));
@@ -96,11 +118,11 @@ fn apply_entry(e: &Entry, pending: &mut VecDeque<Pending>, buffer: &RefCell<Buff
         .is_some_and(|p| p.index == e.index && p.term == e.term);
     if mine {
         if let Some(p) = pending.pop_front() {
-            let mut buf = buffer.borrow_mut();
+            let mut st = state.borrow_mut();
             for t in p.tables {
-                buf.insert(&t.database, &t.table, t.batch);
+                st.buffer.insert(&t.database, &t.table, t.batch);
             }
-            drop(buf);
+            drop(st);
             let _ = p.reply.send(Ok(()));
         }
         return;
@@ -110,9 +132,9 @@ fn apply_entry(e: &Entry, pending: &mut VecDeque<Pending>, buffer: &RefCell<Buff
     }
     match batch::decode(e.index, &e.data) {
         Ok(tables) => {
-            let mut buf = buffer.borrow_mut();
+            let mut st = state.borrow_mut();
             for t in tables {
-                buf.insert(&t.database, &t.table, t.batch);
+                st.buffer.insert(&t.database, &t.table, t.batch);
             }
         }
         Err(err) => tracing::error!(shard, error = %err, "committed entry skipped"),
@@ -128,12 +150,18 @@ pub(crate) async fn run(
     let started = async {
         std::fs::create_dir_all(&parts.dir).map_err(|e| EngineError::io(&parts.dir, e))?;
         probe_disk(&parts.dir).await?;
-        let mut node = RaftNode::open(id, &parts.dir.join("raft.wal"), NoPeers).await?;
+        let store = Store::open(id, &parts.dir)?;
+        let mut node = RaftNode::open(id, &parts.dir, store.snapshot_point(), NoPeers).await?;
         crate::catalog::sync_dir(&parts.dir)?;
         if let Some(parent) = parts.dir.parent() {
             crate::catalog::sync_dir(parent)?;
         }
-        let buffer = Rc::new(RefCell::new(Buffer::new(parts.catalog.clone())));
+        let buffer = Rc::new(RefCell::new(ShardState::new(
+            id,
+            parts.catalog.clone(),
+            store,
+            parts.storage.clone(),
+        )));
         let mut pending = VecDeque::new();
         // Become leader and apply everything the log holds before serving.
         let target = node.last_index();
@@ -189,8 +217,17 @@ pub(crate) async fn run(
                 }
                 QueryMsg::Stats { reply } => {
                     let mut s = qstats.borrow().clone();
-                    s.tables = qbuf.borrow().stats();
+                    let st = qbuf.borrow();
+                    s.tables = st.buffer.stats();
+                    s.buffer_bytes = st.memory_bytes();
+                    s.chunks = st.store.chunks.len();
+                    s.chunks_written = st.chunks_written;
+                    s.compactions = st.compactions;
+                    s.flushed_index = st.store.manifest.flushed_index;
                     let _ = reply.send(s);
+                }
+                QueryMsg::Chunks { reply } => {
+                    let _ = reply.send(qbuf.borrow().all_chunks());
                 }
             }
         }
@@ -219,7 +256,10 @@ pub(crate) async fn run(
             match next.take() {
                 Some(ShardMsg::Write { batch, reply }) => {
                     group_bytes += batch.encoded_len();
-                    if batch.is_empty() {
+                    if let Err(e) = buffer.borrow().admit() {
+                        stats_node.borrow_mut().backpressure_rejections += 1;
+                        let _ = reply.send(Err(e));
+                    } else if batch.is_empty() {
                         let _ = reply.send(Ok(()));
                     } else {
                         let (tables, data) = batch.into_parts();
@@ -236,6 +276,7 @@ pub(crate) async fn run(
                         }
                     }
                 }
+                Some(ShardMsg::Flush { reply }) => buffer.borrow_mut().request_flush(reply),
                 Some(ShardMsg::Shutdown) => shutdown = true,
                 None => {}
             }
@@ -262,6 +303,21 @@ pub(crate) async fn run(
                 let _ = p.reply.send(Err(EngineError::ShardUnavailable(id)));
             }
             break;
+        }
+        let compact_to = buffer.borrow_mut().poll_job();
+        if let Some(index) = compact_to {
+            match node
+                .compact_log(index, parts.storage.log_segment_bytes)
+                .await
+            {
+                Ok(n) => stats_node.borrow_mut().log_segments_removed += n as u64,
+                Err(e) => tracing::warn!(shard = id, error = %e, "deleting flushed log segments"),
+            }
+        }
+        let applied = node.applied();
+        match node.term_of(applied) {
+            Ok(term) => buffer.borrow_mut().schedule((applied, term)),
+            Err(e) => tracing::warn!(shard = id, error = %e, "no term for the applied index"),
         }
         let mut s = stats_node.borrow_mut();
         s.log_bytes_synced = node.wal_bytes();

@@ -29,8 +29,13 @@ fn rows(engine: &Engine) -> usize {
     futures::executor::block_on(h.snapshot("db", "m", i64::MIN, i64::MAX))
         .unwrap()
         .iter()
-        .flatten()
-        .map(|b| b.batch.num_rows())
+        .map(|s| {
+            s.batches.iter().map(|b| b.batch.num_rows()).sum::<usize>()
+                + s.chunks
+                    .iter()
+                    .map(|c| c.footer().rows as usize)
+                    .sum::<usize>()
+        })
         .sum()
 }
 
@@ -40,6 +45,7 @@ fn config(dir: &std::path::Path, shards: usize) -> EngineConfig {
         shards,
         io_memory: 1 << 20,
         pin_cores: false,
+        storage: Default::default(),
     }
 }
 
@@ -86,7 +92,7 @@ fn writes_survive_restart() {
     assert_eq!(rows(&engine), 200);
     // A torn tail: garbage appended to one shard's log is cut off, data kept.
     drop(engine);
-    let wal = dir.path().join("shard-0/raft.wal");
+    let wal = dir.path().join("shard-0/raft-00000001.wal");
     let mut data = std::fs::read(&wal).unwrap();
     data.extend_from_slice(&[0x55; 100]);
     std::fs::write(&wal, data).unwrap();
@@ -108,7 +114,7 @@ fn corrupt_record_cuts_the_log_there_and_reports_it() {
     }
     // Flip one byte in the last third of the log: replay keeps the records
     // before the damage, drops it and everything after, and starts.
-    let wal = dir.path().join("shard-0/raft.wal");
+    let wal = dir.path().join("shard-0/raft-00000001.wal");
     let mut data = std::fs::read(&wal).unwrap();
     let end = data.iter().rposition(|b| *b != 0).unwrap();
     let at = end - end / 6;

@@ -152,9 +152,19 @@ async fn write_lines(
             "line protocol over TCP: lines rejected"
         );
     }
-    engine
-        .write(prepared.writes)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    // Over its memory limit a shard refuses writes; TCP has no status code
+    // to say so, so the connection waits (and stops being read, which slows
+    // the sender through TCP flow control). A retried write may repeat rows
+    // that another shard already took; (series, time) dedup absorbs those.
+    let mut wait = std::time::Duration::from_millis(20);
+    loop {
+        match engine.write(prepared.writes.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(sluice_engine::EngineError::Backpressure { .. }) => {
+                glommio::timer::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }

@@ -5,6 +5,10 @@ use sluice_engine::EngineError;
 pub enum QueryError {
     #[error("database {0:?} not found")]
     UnknownDatabase(String),
+    #[error("table {0} not found")]
+    UnknownTable(String),
+    #[error("{0}")]
+    Settings(String),
     #[error("{0}")]
     Plan(DataFusionError),
     #[error("{0}")]

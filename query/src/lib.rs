@@ -1,8 +1,14 @@
 //! SQL over Sluice through DataFusion. Owns planning and result encoding;
 //! reads data only through the engine's snapshots.
 
+mod ddl;
 pub mod error;
+mod latest;
+pub mod metrics;
 pub mod output;
+mod scan;
+mod stats;
+mod system;
 mod table;
 
 use std::sync::Arc;
@@ -42,9 +48,16 @@ impl QueryEngine {
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(stats::StatsAggregateRule))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(CATALOG, self.catalog.clone());
+        ctx.register_udtf(
+            "latest",
+            Arc::new(latest::LatestFunction {
+                engine: self.engine.clone(),
+            }),
+        );
         ctx
     }
 
@@ -59,6 +72,23 @@ impl QueryEngine {
             if !self.engine.catalog().database_exists(db) {
                 return Err(QueryError::UnknownDatabase(db.to_string()));
             }
+        }
+        metrics::METRICS
+            .queries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(stmt) = ddl::parse(db, sql) {
+            let stmt = stmt.map_err(QueryError::Settings)?;
+            ddl::apply(&self.engine, &stmt)?;
+            let batch = arrow::array::RecordBatch::try_from_iter([(
+                "result",
+                Arc::new(arrow::array::StringArray::from(vec!["ok"])) as arrow::array::ArrayRef,
+            )])
+            .map_err(|e| QueryError::Execution(e.into()))?;
+            let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                batch.schema(),
+                futures::stream::iter([Ok(batch)]),
+            );
+            return Ok(Box::pin(stream));
         }
         let ctx = self.context(db);
         let opts = SQLOptions::new()

@@ -8,12 +8,14 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::TableType;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use sluice_engine::catalog::TIME_COLUMN;
-use sluice_engine::{adapt_batch, EngineHandle};
+use sluice_engine::chunk::DedupPolicy;
+use sluice_engine::EngineHandle;
+
+use crate::scan::{plan_shard, ScanExec, TagFilter};
 
 pub const CATALOG: &str = "sluice";
 
@@ -35,16 +37,24 @@ impl fmt::Debug for SluiceCatalog {
 
 impl CatalogProvider for SluiceCatalog {
     fn schema_names(&self) -> Vec<String> {
-        self.engine
+        let mut names: Vec<String> = self
+            .engine
             .catalog()
             .snapshot()
             .databases
             .keys()
             .cloned()
-            .collect()
+            .collect();
+        names.push(crate::system::SYSTEM.to_string());
+        names
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == crate::system::SYSTEM {
+            return Some(Arc::new(crate::system::SystemSchema {
+                engine: self.engine.clone(),
+            }));
+        }
         if !self.engine.catalog().database_exists(name) {
             return None;
         }
@@ -86,6 +96,7 @@ impl SchemaProvider for SluiceSchema {
                 database: self.database.clone(),
                 table: name.to_string(),
                 schema: t.arrow_schema(),
+                policy: t.options.dedup,
             }) as Arc<dyn TableProvider>
         }))
     }
@@ -104,6 +115,7 @@ struct SluiceTable {
     database: String,
     table: String,
     schema: SchemaRef,
+    policy: DedupPolicy,
 }
 
 impl fmt::Debug for SluiceTable {
@@ -130,6 +142,60 @@ fn literal_ns(e: &Expr) -> Option<i64> {
     match e {
         Expr::Literal(v, _) => timestamp_ns(v),
         Expr::Cast(c) => literal_ns(&c.expr),
+        _ => None,
+    }
+}
+
+fn literal_str(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Literal(v, _) => match v {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
+            ScalarValue::Dictionary(_, inner) => {
+                literal_str(&Expr::Literal((**inner).clone(), None))
+            }
+            _ => None,
+        },
+        Expr::Cast(c) => literal_str(&c.expr),
+        _ => None,
+    }
+}
+
+fn column_name(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Column(c) => Some(c.name.as_str()),
+        Expr::Cast(c) => column_name(&c.expr),
+        Expr::TryCast(c) => column_name(&c.expr),
+        _ => None,
+    }
+}
+
+/// `tag = 'v'` or `tag IN ('v', …)`: the tag and its accepted values.
+fn tag_bound(e: &Expr, schema: &SchemaRef) -> Option<(String, Vec<String>)> {
+    let is_tag = |name: &str| {
+        schema
+            .field_with_name(name)
+            .is_ok_and(|f| f.data_type() == &sluice_engine::catalog::tag_data_type())
+    };
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => {
+            let (c, v) = match (column_name(left), column_name(right)) {
+                (Some(c), _) => (c, literal_str(right)?),
+                (None, Some(c)) => (c, literal_str(left)?),
+                _ => return None,
+            };
+            is_tag(c).then(|| (c.to_string(), vec![v]))
+        }
+        Expr::InList(l) if !l.negated => {
+            let c = column_name(&l.expr)?;
+            let values = l.list.iter().map(literal_str).collect::<Option<Vec<_>>>()?;
+            is_tag(c).then(|| (c.to_string(), values))
+        }
         _ => None,
     }
 }
@@ -178,12 +244,13 @@ impl TableProvider for SluiceTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Time filters prune whole batches; DataFusion still applies every
-        // filter row by row, hence Inexact.
+        // Time and tag filters prune pages and batches; DataFusion still
+        // applies every filter row by row, hence Inexact. Called many times
+        // per query: no I/O here.
         Ok(filters
             .iter()
             .map(|f| {
-                if time_bound(f).is_some() {
+                if time_bound(f).is_some() || tag_bound(f, &self.schema).is_some() {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -197,18 +264,25 @@ impl TableProvider for SluiceTable {
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
-        _limit: Option<usize>,
+        limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let (mut min, mut max) = (i64::MIN, i64::MAX);
         for (lo, hi) in filters.iter().filter_map(time_bound) {
             min = min.max(lo);
             max = max.min(hi);
         }
+        let mut tags: TagFilter = Vec::new();
+        for (name, values) in filters.iter().filter_map(|f| tag_bound(f, &self.schema)) {
+            match tags.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, have)) => have.retain(|v| values.contains(v)),
+                None => tags.push((name, values)),
+            }
+        }
         let projected = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
-        let shards = if min > max {
+        let shards = if min > max || tags.iter().any(|(_, v)| v.is_empty()) {
             Vec::new()
         } else {
             self.engine
@@ -216,20 +290,20 @@ impl TableProvider for SluiceTable {
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?
         };
-        let mut partitions = Vec::with_capacity(shards.len().max(1));
-        for shard in shards {
-            let batches = shard
-                .iter()
-                .map(|b| adapt_batch(&b.batch, &projected))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            partitions.push(batches);
-        }
-        if partitions.is_empty() {
-            partitions.push(Vec::new());
-        }
-        let exec = MemorySourceConfig::try_new_exec(&partitions, projected, None)?;
-        Ok(exec)
+        let partitions = shards
+            .into_iter()
+            .map(|s| plan_shard(s, min, max, &tags))
+            .collect();
+        Ok(Arc::new(ScanExec::new(
+            format!("{}.{}", self.database, self.table),
+            self.schema.clone(),
+            projected,
+            self.policy,
+            partitions,
+            min,
+            max,
+            if filters.is_empty() { limit } else { None },
+        )))
     }
 }
 

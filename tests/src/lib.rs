@@ -243,6 +243,59 @@ impl TestServer {
         serde_json::from_value(v["rows"].clone()).expect("rows")
     }
 
+    /// Runs SQL and returns the status and body, whatever they are.
+    pub fn sql_raw(&self, db: &str, sql: &str) -> (u16, String) {
+        let r = self
+            .authed(self.client.post(self.url("/api/v1/sql")))
+            .json(&serde_json::json!({"db": db, "sql": sql}))
+            .send()
+            .expect("sql request");
+        let status = r.status().as_u16();
+        (status, r.text().expect("sql body"))
+    }
+
+    /// `POST /api/v1/flush`: buffers to chunks, then compaction.
+    pub fn flush(&self) {
+        let r = self
+            .authed(self.client.post(self.url("/api/v1/flush")))
+            .send()
+            .expect("flush request");
+        let status = r.status();
+        assert!(
+            status.is_success(),
+            "flush failed with {status}: {}",
+            r.text().unwrap_or_default()
+        );
+    }
+
+    /// The `EXPLAIN` text of a query.
+    pub fn explain(&self, db: &str, sql: &str) -> String {
+        self.rows(db, &format!("EXPLAIN {sql}"))
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// One sample of `/metrics`, summed over its labels.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .expect("metrics");
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn count(&self, db: &str, table: &str) -> i64 {
         let rows = self.rows(db, &format!("SELECT count(*) FROM \"{table}\""));
         rows[0][0].as_i64().expect("count")

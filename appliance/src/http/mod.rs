@@ -1,5 +1,6 @@
 //! The HTTP API: InfluxDB-compatible writes, SQL, health.
 
+mod admin;
 mod body;
 mod influx;
 mod sql;
@@ -74,6 +75,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/write", post(influx::write_v2))
         .route("/query", get(influx::query).post(influx::query))
         .route("/api/v1/sql", get(sql::sql).post(sql::sql))
+        .route("/api/v1/flush", post(admin::flush))
+        .route("/metrics", get(admin::metrics))
         .route("/ping", get(influx::ping).head(influx::ping))
         .route("/health", get(influx::health))
         .with_state(state)

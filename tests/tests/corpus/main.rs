@@ -306,6 +306,25 @@ impl Runner<'_> {
             }
             want_rows.push((p.time, row));
         }
+        // Points sharing series (tag set) and time are one row: the table's
+        // default dedup policy keeps the last one written. Lines without a
+        // timestamp in one request share the server's time, so this matters.
+        type SeriesTime = (Vec<(Vec<u8>, Vec<u8>)>, i64);
+        let mut seen: BTreeMap<SeriesTime, usize> = BTreeMap::new();
+        let mut deduped: Vec<Option<(i64, BTreeMap<String, Val>)>> = Vec::new();
+        for (p, row) in points.iter().zip(want_rows) {
+            let mut tags = p.tags.clone();
+            tags.sort();
+            tags.dedup_by(|a, b| a.0 == b.0);
+            match seen.get(&(tags.clone(), p.time)) {
+                Some(&i) => deduped[i] = Some(row),
+                None => {
+                    seen.insert((tags, p.time), deduped.len());
+                    deduped.push(Some(row));
+                }
+            }
+        }
+        let want_rows: Vec<(i64, BTreeMap<String, Val>)> = deduped.into_iter().flatten().collect();
 
         let ident = table.replace('"', "\"\"");
         let doc = self.sql(db, &format!("SELECT * FROM \"{ident}\""))?;

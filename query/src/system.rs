@@ -1,0 +1,294 @@
+//! The `system` schema: what the engine knows about its own storage, as
+//! tables (`system.chunks`, `system.tables`).
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use sluice_engine::EngineHandle;
+
+pub const SYSTEM: &str = "system";
+const TABLES: [&str; 2] = ["chunks", "tables"];
+
+pub struct SystemSchema {
+    pub engine: EngineHandle,
+}
+
+impl fmt::Debug for SystemSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SystemSchema")
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        TABLES.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let kind = match name {
+            "chunks" => Kind::Chunks,
+            "tables" => Kind::Tables,
+            _ => return Ok(None),
+        };
+        Ok(Some(Arc::new(SystemTable {
+            engine: self.engine.clone(),
+            kind,
+        })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        TABLES.contains(&name)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Chunks,
+    Tables,
+}
+
+struct SystemTable {
+    engine: EngineHandle,
+    kind: Kind,
+}
+
+impl fmt::Debug for SystemTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SystemTable({:?})", self.kind)
+    }
+}
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+fn chunks_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("database", DataType::Utf8, true),
+        Field::new("table", DataType::Utf8, true),
+        Field::new("shard", DataType::UInt64, false),
+        Field::new("chunk_id", DataType::UInt64, false),
+        Field::new("partition", ts(), true),
+        Field::new("rows", DataType::UInt64, true),
+        Field::new("min_time", ts(), true),
+        Field::new("max_time", ts(), true),
+        Field::new("series", DataType::UInt64, true),
+        Field::new("pages", DataType::UInt64, true),
+        Field::new("bytes_on_disk", DataType::UInt64, true),
+        Field::new("bytes_raw", DataType::UInt64, true),
+        Field::new("overlaps", DataType::Boolean, true),
+        Field::new("error", DataType::Utf8, true),
+    ]))
+}
+
+fn tables_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("database", DataType::Utf8, false),
+        Field::new("table", DataType::Utf8, false),
+        Field::new("dedup", DataType::Utf8, false),
+        Field::new("retention", DataType::Utf8, true),
+        Field::new("columns", DataType::UInt64, false),
+        Field::new("chunks", DataType::UInt64, false),
+        Field::new("chunk_rows", DataType::UInt64, false),
+        Field::new("bytes_on_disk", DataType::UInt64, false),
+        Field::new("bytes_raw", DataType::UInt64, false),
+        Field::new("buffered_rows", DataType::UInt64, false),
+        Field::new("buffered_bytes", DataType::UInt64, false),
+    ]))
+}
+
+/// Human form of a retention in ns, e.g. `30d`, `12h`.
+pub fn format_duration(ns: i64) -> String {
+    const UNITS: [(i64, &str); 4] = [
+        (86_400_000_000_000, "d"),
+        (3_600_000_000_000, "h"),
+        (60_000_000_000, "m"),
+        (1_000_000_000, "s"),
+    ];
+    for (n, u) in UNITS {
+        if ns % n == 0 {
+            return format!("{}{u}", ns / n);
+        }
+    }
+    format!("{ns}ns")
+}
+
+fn ext<E: std::error::Error + Send + Sync + 'static>(e: E) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+impl SystemTable {
+    async fn chunks(&self) -> Result<RecordBatch> {
+        let shards = self.engine.chunks().await.map_err(ext)?;
+        let mut db = Vec::new();
+        let mut table = Vec::new();
+        let mut shard = Vec::new();
+        let mut id = Vec::new();
+        let mut part = Vec::new();
+        let mut rows = Vec::new();
+        let mut min = Vec::new();
+        let mut max = Vec::new();
+        let mut series = Vec::new();
+        let mut pages = Vec::new();
+        let mut disk = Vec::new();
+        let mut raw = Vec::new();
+        let mut overlaps = Vec::new();
+        let mut error: Vec<Option<String>> = Vec::new();
+        for (i, (live, broken)) in shards.into_iter().enumerate() {
+            for c in live {
+                let f = c.footer();
+                db.push(Some(f.database.clone()));
+                table.push(Some(f.table.clone()));
+                shard.push(i as u64);
+                id.push(c.id);
+                part.push(Some(f.partition));
+                rows.push(Some(f.rows));
+                min.push(Some(f.min_time));
+                max.push(Some(f.max_time));
+                series.push(Some(f.series.len() as u64));
+                pages.push(Some(f.pages.len() as u64));
+                disk.push(Some(c.reader.file_len()));
+                raw.push(Some(f.raw_bytes));
+                overlaps.push(Some(c.overlaps));
+                error.push(None);
+            }
+            for b in broken {
+                db.push(None);
+                table.push(None);
+                shard.push(i as u64);
+                id.push(b.id);
+                part.push(None);
+                rows.push(None);
+                min.push(None);
+                max.push(None);
+                series.push(None);
+                pages.push(None);
+                disk.push(std::fs::metadata(&b.path).ok().map(|m| m.len()));
+                raw.push(None);
+                overlaps.push(None);
+                error.push(Some(b.error));
+            }
+        }
+        let tsa = |v: Vec<Option<i64>>| -> ArrayRef {
+            Arc::new(TimestampNanosecondArray::from(v).with_timezone("UTC"))
+        };
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(db)),
+            Arc::new(StringArray::from(table)),
+            Arc::new(UInt64Array::from(shard)),
+            Arc::new(UInt64Array::from(id)),
+            tsa(part),
+            Arc::new(UInt64Array::from(rows)),
+            tsa(min),
+            tsa(max),
+            Arc::new(UInt64Array::from(series)),
+            Arc::new(UInt64Array::from(pages)),
+            Arc::new(UInt64Array::from(disk)),
+            Arc::new(UInt64Array::from(raw)),
+            Arc::new(BooleanArray::from(overlaps)),
+            Arc::new(StringArray::from(error)),
+        ];
+        RecordBatch::try_new(chunks_schema(), cols).map_err(DataFusionError::from)
+    }
+
+    async fn tables(&self) -> Result<RecordBatch> {
+        use std::collections::BTreeMap;
+        let snap = self.engine.catalog().snapshot();
+        // (chunks, chunk rows, bytes on disk, bytes raw, buffered rows, buffered bytes)
+        let mut acc: BTreeMap<(String, String), [u64; 6]> = BTreeMap::new();
+        for (dbn, d) in &snap.databases {
+            for t in d.tables.keys() {
+                acc.insert((dbn.clone(), t.clone()), [0; 6]);
+            }
+        }
+        for (live, _) in self.engine.chunks().await.map_err(ext)? {
+            for c in live {
+                let f = c.footer();
+                if let Some(a) = acc.get_mut(&(f.database.clone(), f.table.clone())) {
+                    a[0] += 1;
+                    a[1] += f.rows;
+                    a[2] += c.reader.file_len();
+                    a[3] += f.raw_bytes;
+                }
+            }
+        }
+        for s in self.engine.stats().await.map_err(ext)? {
+            for (d, t, ts) in s.tables {
+                if let Some(a) = acc.get_mut(&(d, t)) {
+                    a[4] += ts.rows as u64;
+                    a[5] += ts.bytes as u64;
+                }
+            }
+        }
+        let mut cols: [Vec<u64>; 7] = Default::default();
+        let (mut dbs, mut tables, mut dedup, mut retention) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((d, t), a) in acc {
+            let schema = snap.table(&d, &t);
+            dedup.push(
+                schema
+                    .map(|s| format!("{:?}", s.options.dedup).to_lowercase())
+                    .unwrap_or_default(),
+            );
+            retention.push(snap.retention(&d, &t).map(format_duration));
+            cols[0].push(schema.map_or(0, |s| s.columns().count() as u64 + 1));
+            for (i, v) in a.iter().enumerate() {
+                cols[i + 1].push(*v);
+            }
+            dbs.push(d);
+            tables.push(t);
+        }
+        let mut arrays: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(dbs)),
+            Arc::new(StringArray::from(tables)),
+            Arc::new(StringArray::from(dedup)),
+            Arc::new(StringArray::from(retention)),
+        ];
+        for c in cols {
+            arrays.push(Arc::new(UInt64Array::from(c)));
+        }
+        RecordBatch::try_new(tables_schema(), arrays).map_err(DataFusionError::from)
+    }
+}
+
+#[async_trait]
+impl TableProvider for SystemTable {
+    fn schema(&self) -> SchemaRef {
+        match self.kind {
+            Kind::Chunks => chunks_schema(),
+            Kind::Tables => tables_schema(),
+        }
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = match self.kind {
+            Kind::Chunks => self.chunks().await?,
+            Kind::Tables => self.tables().await?,
+        };
+        let schema = batch.schema();
+        MemorySourceConfig::try_new_exec(&[vec![batch]], schema, projection.cloned())
+            .map(|e| e as Arc<dyn ExecutionPlan>)
+    }
+}
