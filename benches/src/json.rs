@@ -164,7 +164,10 @@ impl Parser<'_> {
             Some(c) if *c == b'-' || c.is_ascii_digit() => {
                 let start = self.i;
                 while self.i < self.s.len()
-                    && matches!(self.s[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                    && matches!(
+                        self.s[self.i],
+                        b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
+                    )
                 {
                     self.i += 1;
                 }
@@ -244,7 +247,8 @@ mod tests {
 
     #[test]
     fn parses_answers() {
-        let v = parse(br#" {"a":[1,-2.5e3,"x\"y\u00e9"],"b":{"c":null,"d":true},"e":[]} "#).unwrap();
+        let v =
+            parse(br#" {"a":[1,-2.5e3,"x\"y\u00e9"],"b":{"c":null,"d":true},"e":[]} "#).unwrap();
         let a = v.get("a").unwrap().arr().unwrap();
         assert_eq!(a[0], Json::Num("1".into()));
         assert_eq!(a[1], Json::Num("-2.5e3".into()));

@@ -1,8 +1,12 @@
-//! `sluice-bench`: generates TSBS cpu-only line protocol and replays it
-//! against Sluice or any InfluxDB line protocol endpoint. See benches/README.md.
+//! `sluice-bench`: generates TSBS cpu-only line protocol, replays it against
+//! Sluice or any InfluxDB line protocol endpoint, times queries and checks
+//! what Sluice stored. See benches/README.md.
 
 mod generate;
+mod json;
 mod load;
+mod query;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +17,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice-bench",
-    about = "Ingest benchmark: TSBS cpu-only data over HTTP or TCP"
+    about = "Benchmarks on TSBS cpu-only data: ingest over HTTP or TCP, query latency, read-back checks"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +36,9 @@ enum Command {
         duration: String,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// How to write the field values: full precision, rounded to 2 decimals, or integers.
+        #[arg(long, value_enum, default_value_t = generate::Values::Full)]
+        values: generate::Values,
         #[arg(long)]
         out: PathBuf,
     },
@@ -64,6 +71,43 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Read a table back from Sluice over SQL and compare it, bit for bit, with the loaded file.
+    Verify {
+        /// The line protocol file that was loaded (as `generate` writes it).
+        #[arg(long)]
+        data: PathBuf,
+        /// Sluice's base URL, e.g. http://127.0.0.1:8086.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = "bench")]
+        db: String,
+        /// Timeout in seconds for the whole read.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+    /// Time one HTTP query: warm-ups, then timed runs; prints the median and the answer's size.
+    Query {
+        /// Endpoint, e.g. http://127.0.0.1:8086/api/v1/sql.
+        #[arg(long)]
+        url: String,
+        #[arg(long, value_enum, default_value_t = query::Method::Get)]
+        method: query::Method,
+        /// Query-string parameter, key=value (URL-encoded by the tool); repeatable.
+        #[arg(long = "param", value_parser = query::parse_param)]
+        params: Vec<(String, String)>,
+        /// Answer format: sluice (format=json), influx (/query) or prom (Prometheus API).
+        #[arg(long, value_enum)]
+        kind: query::Kind,
+        /// Untimed runs first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Timed runs.
+        #[arg(long, default_value_t = 15)]
+        runs: usize,
+        /// Per-request timeout in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,9 +117,10 @@ fn main() -> ExitCode {
             scale,
             duration,
             seed,
+            values,
             out,
         } => generate::parse_duration(&duration)
-            .and_then(|d| generate::generate(scale, d, seed, &out))
+            .and_then(|d| generate::generate(scale, d, seed, values, &out))
             .map(|s| println!("rows={} bytes={}", s.rows, s.bytes)),
         Command::Load {
             file,
@@ -103,6 +148,34 @@ fn main() -> ExitCode {
                 timeout: Duration::from_secs(timeout),
             })
         }
+        Command::Verify {
+            data,
+            url,
+            db,
+            timeout,
+        } => verify::verify(&verify::VerifyArgs {
+            data,
+            url,
+            db,
+            timeout: Duration::from_secs(timeout),
+        }),
+        Command::Query {
+            url,
+            method,
+            params,
+            kind,
+            warmup,
+            runs,
+            timeout,
+        } => query::run(&query::QueryArgs {
+            url,
+            method,
+            params,
+            kind,
+            warmup,
+            runs,
+            timeout: Duration::from_secs(timeout),
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -80,6 +80,11 @@ pub struct ShardState {
     retry_at: Option<Instant>,
     flush_requested: bool,
     force_compact: bool,
+    /// An explicit flush also empties the log: the active segment is rolled
+    /// and deleted even if it is small.
+    force_roll: bool,
+    /// (index, roll whatever the size): log compaction the shard loop owes.
+    log_compaction: Option<(u64, bool)>,
     waiters: Vec<oneshot::Sender<Result<()>>>,
     pub chunks_written: u64,
     pub compactions: u64,
@@ -110,6 +115,8 @@ impl ShardState {
             retry_at: None,
             flush_requested: false,
             force_compact: false,
+            force_roll: false,
+            log_compaction: None,
             waiters: Vec::new(),
             chunks_written: 0,
             compactions: 0,
@@ -161,6 +168,7 @@ impl ShardState {
     pub fn request_flush(&mut self, reply: oneshot::Sender<Result<()>>) {
         self.flush_requested = true;
         self.force_compact = true;
+        self.force_roll = true;
         self.waiters.push(reply);
     }
 
@@ -184,25 +192,35 @@ impl ShardState {
         self.running = Some(Running { kind, done: rx });
     }
 
-    /// A finished job, if any: installs its output. Returns the raft index
-    /// up to which the log may now be compacted.
-    pub fn poll_job(&mut self) -> Option<u64> {
-        let running = self.running.as_ref()?;
-        let res = running.done.try_recv().ok()?;
-        let running = self.running.take()?;
+    /// The raft index up to which the log may now be compacted, and whether
+    /// to roll the active segment whatever its size.
+    pub fn take_log_compaction(&mut self) -> Option<(u64, bool)> {
+        self.log_compaction.take()
+    }
+
+    /// A finished job, if any: installs its output.
+    pub fn poll_job(&mut self) {
+        let Some(running) = self.running.as_ref() else {
+            return;
+        };
+        let Ok(res) = running.done.try_recv() else {
+            return;
+        };
+        let Some(running) = self.running.take() else {
+            return;
+        };
         match (running.kind, res) {
             (JobKind::Flush { index }, Ok(out)) => {
                 self.frozen = None;
                 self.chunks_written += out.added.len() as u64;
                 self.install(out);
-                Some(index)
+                self.log_compaction = Some((index, std::mem::take(&mut self.force_roll)));
             }
             (kind, Ok(out)) => {
                 if matches!(kind, JobKind::Compact) {
                     self.compactions += 1;
                 }
                 self.install(out);
-                None
             }
             (kind, Err(e)) => {
                 let what = match kind {
@@ -212,7 +230,6 @@ impl ShardState {
                 };
                 tracing::error!(shard = self.shard, error = %e, "{what} failed; retrying in 5 s");
                 self.retry_at = Some(Instant::now() + Duration::from_secs(5));
-                None
             }
         }
     }
@@ -247,13 +264,19 @@ impl ShardState {
                 .buffer
                 .oldest()
                 .is_some_and(|t| t.elapsed() >= self.cfg.flush_interval)
-            || (self.flush_requested && self.buffer.bytes() > 0);
+            || (self.flush_requested
+                && (self.buffer.bytes() > 0 || applied.0 > self.store.manifest.flushed_index));
         if self.frozen.is_some() || due {
             self.flush_requested = false;
             self.start_flush(applied);
             return;
         }
-        self.flush_requested = false;
+        if std::mem::take(&mut self.flush_requested) && self.force_roll {
+            // Nothing buffered: the log may still hold entries that earlier
+            // flushes covered.
+            self.force_roll = false;
+            self.log_compaction = Some((self.store.manifest.flushed_index, true));
+        }
         if self.start_retention() || self.start_compaction() {
             return;
         }

@@ -304,20 +304,23 @@ pub(crate) async fn run(
             }
             break;
         }
-        let compact_to = buffer.borrow_mut().poll_job();
-        if let Some(index) = compact_to {
-            match node
-                .compact_log(index, parts.storage.log_segment_bytes)
-                .await
-            {
-                Ok(n) => stats_node.borrow_mut().log_segments_removed += n as u64,
-                Err(e) => tracing::warn!(shard = id, error = %e, "deleting flushed log segments"),
-            }
-        }
+        buffer.borrow_mut().poll_job();
         let applied = node.applied();
         match node.term_of(applied) {
             Ok(term) => buffer.borrow_mut().schedule((applied, term)),
             Err(e) => tracing::warn!(shard = id, error = %e, "no term for the applied index"),
+        }
+        let compact_to = buffer.borrow_mut().take_log_compaction();
+        if let Some((index, force)) = compact_to {
+            let roll = if force {
+                1
+            } else {
+                parts.storage.log_segment_bytes
+            };
+            match node.compact_log(index, roll).await {
+                Ok(n) => stats_node.borrow_mut().log_segments_removed += n as u64,
+                Err(e) => tracing::warn!(shard = id, error = %e, "deleting flushed log segments"),
+            }
         }
         let mut s = stats_node.borrow_mut();
         s.log_bytes_synced = node.wal_bytes();

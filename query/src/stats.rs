@@ -136,14 +136,14 @@ fn rewrite(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
     let mut node = skip_passthrough(input);
     let (mut lo, mut hi) = (i64::MIN, i64::MAX);
     if let Some(f) = node.downcast_ref::<FilterExec>() {
-        if f.projection().is_some() {
-            return None;
-        }
+        // A projection on the filter only narrows its output; aggregate
+        // arguments are resolved by name below.
         (lo, hi) = time_range(f.predicate())?;
         node = skip_passthrough(f.input());
     }
     let scan = node.downcast_ref::<ScanExec>()?;
     let schema = scan.projected.clone();
+    let agg_input = source.input().schema();
     let mut aggs = Vec::new();
     for a in source.aggr_expr() {
         if a.is_distinct() || !a.order_bys().is_empty() {
@@ -161,7 +161,8 @@ fn rewrite(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
         let [arg] = args.as_slice() else { return None };
         let column = match (arg.downcast_ref::<Column>(), arg.downcast_ref::<Literal>()) {
             (Some(c), _) => {
-                let f = schema.fields().get(c.index())?;
+                let name = agg_input.fields().get(c.index())?.name();
+                let f = schema.field_with_name(name).ok()?;
                 let ok = match func {
                     Func::Count => true,
                     Func::Min | Func::Max => matches!(
