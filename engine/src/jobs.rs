@@ -37,9 +37,9 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            flush_bytes: 64 << 20,
+            flush_bytes: 32 << 20,
             flush_interval: Duration::from_secs(60),
-            max_buffer_bytes: 512 << 20,
+            max_buffer_bytes: 256 << 20,
             partition_len: 86_400_000_000_000,
             compact_min_chunks: 4,
             log_segment_bytes: 64 << 20,

@@ -830,6 +830,11 @@ fn with_footer(bytes: &[u8], f: &Footer) -> Vec<u8> {
             c.stats = ColumnStats::default();
         }
     }
+    for s in &mut f.series {
+        if format!("{:?}", s.last).contains("NaN") || format!("{:?}", s.last).contains("inf") {
+            s.last.clear();
+        }
+    }
     let json = serde_json::to_vec(&f).unwrap();
     out.extend_from_slice(&json);
     out.extend_from_slice(&(json.len() as u32).to_le_bytes());

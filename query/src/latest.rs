@@ -25,7 +25,7 @@ use datafusion::datasource::TableType;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use sluice_engine::catalog::{tag_data_type, TIME_COLUMN};
-use sluice_engine::chunk::{Footer, SeriesMeta};
+use sluice_engine::chunk::{Footer, SeriesMeta, Stat};
 use sluice_engine::{adapt_batch, EngineHandle};
 
 pub struct LatestFunction {
@@ -124,6 +124,21 @@ impl Latest {
                     *e = (*e).max(s.max_time);
                 }
             }
+            // Series whose newest chunk records its last row are answered
+            // from that footer; the rest decode the page holding the row.
+            let mut from_footer: Vec<(&Footer, &SeriesMeta)> = Vec::new();
+            let mut taken: std::collections::HashSet<Vec<Option<&str>>> = Default::default();
+            for c in snap.chunks.iter().rev() {
+                let f = c.footer();
+                for s in &f.series {
+                    if !s.last.is_empty()
+                        && best.get(&key(f, s)).is_some_and(|b| *b == s.max_time)
+                        && taken.insert(key(f, s))
+                    {
+                        from_footer.push((f, s));
+                    }
+                }
+            }
             for c in &snap.chunks {
                 let f = c.footer();
                 let keep: Vec<bool> = f
@@ -135,7 +150,11 @@ impl Latest {
                             .get(p.first_series as usize..end.min(f.series.len()))
                             .unwrap_or(&[])
                             .iter()
-                            .any(|s| best.get(&key(f, s)).is_some_and(|b| *b == s.max_time))
+                            .any(|s| {
+                                s.last.is_empty()
+                                    && !taken.contains(&key(f, s))
+                                    && best.get(&key(f, s)).is_some_and(|b| *b == s.max_time)
+                            })
                     })
                     .collect();
                 if keep.iter().any(|k| *k) {
@@ -146,11 +165,76 @@ impl Latest {
                     );
                 }
             }
+            if !from_footer.is_empty() {
+                out.push(self.footer_rows(&from_footer)?);
+            }
             for b in snap.batches {
                 out.push(adapt_batch(&b.batch, &self.schema).map_err(ext)?);
             }
         }
         Ok(out)
+    }
+
+    /// The recorded last rows of `series`, laid out in the table's schema.
+    fn footer_rows(&self, series: &[(&Footer, &SeriesMeta)]) -> Result<RecordBatch> {
+        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        for field in self.schema.fields() {
+            let name = field.name();
+            let values: Vec<ScalarValue> = series
+                .iter()
+                .map(|(f, s)| {
+                    if name == TIME_COLUMN {
+                        return ScalarValue::TimestampNanosecond(
+                            Some(s.max_time),
+                            Some("UTC".into()),
+                        );
+                    }
+                    if field.data_type() == &tag_data_type() {
+                        let v = f.tags.iter().position(|t| &t.name == name).and_then(|ti| {
+                            let i = *s.tags.get(ti)?;
+                            f.tags[ti].values.get(i as usize).cloned()
+                        });
+                        return ScalarValue::Utf8(v);
+                    }
+                    let stat = f
+                        .columns
+                        .iter()
+                        .position(|m| &m.name == name)
+                        .and_then(|i| s.last.get(i).cloned().flatten());
+                    match stat {
+                        Some(Stat::F64(v)) => ScalarValue::Float64(Some(v)),
+                        Some(Stat::I64(v)) => ScalarValue::Int64(Some(v)),
+                        Some(Stat::U64(v)) => ScalarValue::UInt64(Some(v)),
+                        Some(Stat::Bool(v)) => ScalarValue::Boolean(Some(v)),
+                        Some(Stat::Str(v)) => ScalarValue::Utf8(Some(v)),
+                        None => ScalarValue::Null,
+                    }
+                })
+                .collect();
+            let target = field.data_type();
+            let typed: Vec<ScalarValue> = values
+                .into_iter()
+                .map(|v| {
+                    let want = if target == &tag_data_type() {
+                        &arrow::datatypes::DataType::Utf8
+                    } else {
+                        target
+                    };
+                    if v.is_null() {
+                        ScalarValue::try_from(want)
+                    } else {
+                        Ok(v)
+                    }
+                })
+                .collect::<Result<_>>()?;
+            let arr = ScalarValue::iter_to_array(typed)?;
+            columns.push(if arr.data_type() == target {
+                arr
+            } else {
+                arrow::compute::cast(&arr, target)?
+            });
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 
     fn tag_names(&self) -> Vec<(String, usize)> {

@@ -3,6 +3,7 @@
 
 mod ddl;
 pub mod error;
+mod functions;
 mod latest;
 pub mod metrics;
 pub mod output;
@@ -49,9 +50,12 @@ impl QueryEngine {
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(stats::StatsAggregateRule))
+            .with_analyzer_rule(functions::analyzer_rule())
+            .with_query_planner(functions::query_planner())
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(CATALOG, self.catalog.clone());
+        functions::register(&ctx);
         ctx.register_udtf(
             "latest",
             Arc::new(latest::LatestFunction {

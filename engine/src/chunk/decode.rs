@@ -305,6 +305,23 @@ enum Source<'a> {
 /// Turns the text form of float statistics (see `encode::float_text`) back
 /// into numbers.
 fn restore_float_stats(footer: &mut Footer) -> std::result::Result<(), String> {
+    let float_cols: Vec<usize> = (0..footer.columns.len())
+        .filter(|&i| footer.columns[i].kind == ColumnKind::Field(FieldType::Float))
+        .collect();
+    for s in footer.series.iter_mut() {
+        if !s.last.is_empty() && s.last.len() != footer.columns.len() {
+            return Err("footer: a series' last row does not match the columns".into());
+        }
+        for &i in &float_cols {
+            if let Some(Some(v)) = s.last.get_mut(i) {
+                if let Stat::Str(text) = v {
+                    *v = Stat::F64(parse_float_text(text).ok_or_else(|| {
+                        format!("footer: last value {text:?} of a float column is not a number")
+                    })?);
+                }
+            }
+        }
+    }
     for m in footer
         .columns
         .iter_mut()
@@ -322,14 +339,7 @@ fn restore_float_stats(footer: &mut Footer) -> std::result::Result<(), String> {
             );
         for v in stats {
             if let Stat::Str(text) = v {
-                let x = match text.strip_prefix("NaN:") {
-                    Some(hex) => u64::from_str_radix(hex, 16)
-                        .ok()
-                        .map(f64::from_bits)
-                        .filter(|x| x.is_nan()),
-                    None => text.parse::<f64>().ok(),
-                };
-                let x = x.ok_or_else(|| {
+                let x = parse_float_text(text).ok_or_else(|| {
                     format!(
                         "footer: float column `{}` has statistic {text:?}, not a number",
                         m.name
@@ -340,6 +350,16 @@ fn restore_float_stats(footer: &mut Footer) -> std::result::Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn parse_float_text(text: &str) -> Option<f64> {
+    match text.strip_prefix("NaN:") {
+        Some(hex) => u64::from_str_radix(hex, 16)
+            .ok()
+            .map(f64::from_bits)
+            .filter(|x| x.is_nan()),
+        None => text.parse::<f64>().ok(),
+    }
 }
 
 /// Checks that the footer describes a file `read` can decode without going

@@ -225,6 +225,19 @@ pub fn encode_chunk(
         columns.push(meta);
     }
 
+    let mut series = series;
+    if series.len() <= super::LAST_ROW_MAX_SERIES {
+        for s in series.iter_mut() {
+            let row = (s.start_row + u64::from(s.rows)).saturating_sub(1) as usize;
+            s.last = cols
+                .iter()
+                .map(|(_, c)| match c {
+                    Col::Field(ft, arr) => stat_at(*ft, arr, row),
+                    _ => None,
+                })
+                .collect();
+        }
+    }
     let footer = Footer {
         version: FORMAT_VERSION,
         database: database.to_string(),
@@ -340,6 +353,7 @@ fn find_series(tags: &[&TagColumn<'_>], times: &[i64]) -> Result<Vec<SeriesMeta>
                 .map_err(|_| err(format!("series at row {start} has over 2^32 rows")))?,
             min_time: times[start],
             max_time: times[row - 1],
+            last: Vec::new(),
         });
         prev_tags = Some(tuple);
     }
@@ -537,10 +551,38 @@ fn float_text(v: f64) -> String {
     }
 }
 
+/// One value of a field column as a statistic (`None` when null).
+fn stat_at(ft: FieldType, arr: &ArrayRef, row: usize) -> Option<Stat> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
+    if row >= arr.len() || arr.is_null(row) {
+        return None;
+    }
+    Some(match ft {
+        FieldType::Float => Stat::F64(arr.as_primitive_opt::<Float64Type>()?.value(row)),
+        FieldType::Integer => Stat::I64(arr.as_primitive_opt::<Int64Type>()?.value(row)),
+        FieldType::UInteger => Stat::U64(arr.as_primitive_opt::<UInt64Type>()?.value(row)),
+        FieldType::Boolean => Stat::Bool(arr.as_boolean_opt()?.value(row)),
+        FieldType::String => Stat::Str(arr.as_string_opt::<i32>()?.value(row).to_string()),
+    })
+}
+
 fn footer_json(footer: &Footer) -> Result<Vec<u8>> {
     let is_float = |m: &ColumnMeta| m.kind == ColumnKind::Field(FieldType::Float);
     let json = if footer.columns.iter().any(is_float) {
         let mut f = footer.clone();
+        let float_cols: Vec<usize> = (0..f.columns.len())
+            .filter(|&i| is_float(&f.columns[i]))
+            .collect();
+        for s in f.series.iter_mut() {
+            for &i in &float_cols {
+                if let Some(Some(v @ Stat::F64(_))) = s.last.get_mut(i) {
+                    if let Stat::F64(x) = v {
+                        *v = Stat::Str(float_text(*x));
+                    }
+                }
+            }
+        }
         for m in f.columns.iter_mut().filter(|m| is_float(m)) {
             let s = &mut m.stats;
             let stats = [&mut s.min, &mut s.max, &mut s.sum]

@@ -85,7 +85,16 @@ pub struct SeriesMeta {
     pub rows: u32,
     pub min_time: i64,
     pub max_time: i64,
+    /// The series' newest row, per column of `Footer::columns` (`None` for
+    /// `time`, tags and nulls), so "latest point per series" needs no
+    /// decoding. Left empty for chunks of more than `LAST_ROW_MAX_SERIES`
+    /// series, where it would bloat the footer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last: Vec<Option<Stat>>,
 }
+
+/// Above this many series a chunk does not record last rows in its footer.
+pub const LAST_ROW_MAX_SERIES: usize = 20_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TagMeta {
