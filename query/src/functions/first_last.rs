@@ -81,9 +81,12 @@ impl AggregateUDFImpl for FirstLast {
             [_, DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 | DataType::Int64] => {
                 Ok(arg_types.to_vec())
             }
-            [v, DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32] => {
-                Ok(vec![v.clone(), DataType::Int64])
-            }
+            [v, DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32] => Ok(vec![v.clone(), DataType::Int64]),
             [_, other] => plan_err!(
                 "{}(value, time): time must be a timestamp, got {other}",
                 self.name()
@@ -191,8 +194,10 @@ impl Core {
         if self.best.len() < total_groups {
             self.best.resize(total_groups, None);
         }
-        self.scratch.clear();
-        self.scratch.resize(total_groups, None);
+        // `scratch` is all `None` between calls, so it only ever grows.
+        if self.scratch.len() < total_groups {
+            self.scratch.resize(total_groups, None);
+        }
         let times = cast(times, &DataType::Int64)?;
         let times = times.as_primitive::<Int64Type>();
         let nulls = values.logical_nulls();
@@ -239,9 +244,9 @@ impl Core {
                 },
             };
             if replace {
-                let added = v.size() - size_of::<ScalarValue>();
+                let added = v.size().saturating_sub(size_of::<ScalarValue>());
                 if let Some((_, old)) = self.best[g].replace((t, v)) {
-                    self.heap -= old.size() - size_of::<ScalarValue>();
+                    self.heap = self.heap.saturating_sub(heap_size(&old));
                 }
                 self.heap += added;
             }
@@ -254,7 +259,7 @@ impl Core {
     fn take(&mut self, emit_to: EmitTo) -> Vec<Option<(i64, ScalarValue)>> {
         let taken = emit_to.take_needed(&mut self.best);
         for (_, v) in taken.iter().flatten() {
-            self.heap -= v.size() - size_of::<ScalarValue>();
+            self.heap = self.heap.saturating_sub(heap_size(v));
         }
         taken
     }
@@ -271,7 +276,9 @@ impl Core {
     }
 
     fn times(best: &[Option<(i64, ScalarValue)>]) -> ArrayRef {
-        std::sync::Arc::new(Int64Array::from_iter(best.iter().map(|b| b.as_ref().map(|(t, _)| *t))))
+        std::sync::Arc::new(Int64Array::from_iter(
+            best.iter().map(|b| b.as_ref().map(|(t, _)| *t)),
+        ))
     }
 
     fn size(&self) -> usize {
@@ -281,6 +288,11 @@ impl Core {
             + self.scratch.capacity() * size_of::<Option<(i64, usize)>>()
             + self.touched.capacity() * size_of::<usize>()
     }
+}
+
+/// Bytes a value holds outside its `ScalarValue` slot.
+fn heap_size(v: &ScalarValue) -> usize {
+    v.size().saturating_sub(size_of::<ScalarValue>())
 }
 
 fn two<'a>(values: &'a [ArrayRef], what: &str) -> Result<(&'a ArrayRef, &'a ArrayRef)> {

@@ -13,19 +13,24 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, RecordBatch, RecordBatchOptions,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, RecordBatchOptions,
     TimestampNanosecondArray, UInt32Array,
 };
+use arrow::compute::kernels::zip::zip;
 use arrow::compute::{cast, concat_batches, lexsort_to_indices, partition, take, SortColumn};
-use arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit, TimestampNanosecondType};
+use arrow::datatypes::{
+    DataType, Float64Type, Schema, SchemaRef, TimeUnit, TimestampNanosecondType,
+};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{exec_err, plan_err, DFSchema, DataFusionError, Result, ScalarValue};
+use datafusion::common::{exec_err, plan_err, DataFusionError, Result, ScalarValue};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{ColumnarValue, Expr, LogicalPlan, UserDefinedLogicalNode};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{
@@ -37,6 +42,7 @@ use datafusion::physical_plan::{
     InputDistributionRequirements, Partitioning, PlanProperties,
 };
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use futures::TryStreamExt as _;
 
 use super::gapfill_rule::{Bound, GapFill};
 use super::scalar::FillStrategy;
@@ -79,8 +85,7 @@ impl ExtensionPlanner for GapFillPlanner {
         let Some(gapfill) = node.as_any().downcast_ref::<GapFill>() else {
             return Ok(None);
         };
-        let (Some(logical), Some(input)) = (logical_inputs.first(), physical_inputs.first())
-        else {
+        let (Some(logical), Some(input)) = (logical_inputs.first(), physical_inputs.first()) else {
             return plan_err!("GapFill needs one input");
         };
         let spec = &gapfill.spec;
@@ -114,7 +119,11 @@ impl ExtensionPlanner for GapFillPlanner {
         } else {
             input.clone()
         };
-        let schema: SchemaRef = Arc::new(gapfill.schema_ref().as_arrow().clone());
+        let schema: SchemaRef = Arc::new(
+            UserDefinedLogicalNodeCore::schema(gapfill)
+                .as_arrow()
+                .clone(),
+        );
         let params = Params {
             time_idx: spec.time_idx,
             group_count: spec.group_count,
@@ -312,8 +321,6 @@ impl ExecutionPlan for GapFillExec {
     }
 }
 
-use futures::TryStreamExt as _;
-
 /// One output row: where its aggregates come from (`None`: a gap) and its
 /// bucket time.
 struct Out {
@@ -347,16 +354,16 @@ fn fill(batch: &RecordBatch, schema: &SchemaRef, p: &Params) -> Result<RecordBat
         values: Arc::new(times.clone()),
         options: None,
     });
-    let order = lexsort_to_indices(&sort, None)?;
-    let order = order.values();
+    let order_array = lexsort_to_indices(&sort, None)?;
+    let order = order_array.values();
     let ranges: Vec<Range<usize>> = if key_cols.is_empty() {
-        vec![0..batch.num_rows()]
+        std::iter::once(0..batch.num_rows()).collect()
     } else if batch.num_rows() == 0 {
         vec![]
     } else {
         let sorted_keys = key_cols
             .iter()
-            .map(|&i| take(batch.column(i), &UInt32Array::from(order.to_vec()), None))
+            .map(|&i| take(batch.column(i), &order_array, None))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         partition(&sorted_keys)?.ranges()
     };
@@ -390,29 +397,29 @@ fn fill(batch: &RecordBatch, schema: &SchemaRef, p: &Params) -> Result<RecordBat
         let mut k = r.start;
         let mut j = 0u64;
         loop {
-            let bucket = (j < buckets).then(|| i128::from(first) + i128::from(j) * i128::from(p.stride));
+            let bucket = (j < buckets)
+                .then(|| i128::from(first) + i128::from(j) * i128::from(p.stride))
+                .and_then(|b| i64::try_from(b).ok());
             let row = (k < r.end).then(|| order[k]);
-            let t = row.and_then(|row| times.is_valid(row as usize).then(|| times.value(row as usize)));
-            let (src, time) = match (row, bucket) {
-                (None, None) => break,
-                (Some(row), Some(b)) if t.is_some_and(|t| i128::from(t) == b) => {
-                    k += 1;
-                    j += 1;
-                    (Some(row), t)
-                }
-                (Some(row), b) if b.is_none() || t.is_none_or(|t| i128::from(t) < b.unwrap_or(0)) => {
-                    k += 1;
-                    (Some(row), t)
-                }
-                (_, Some(b)) => {
-                    j += 1;
-                    (None, i64::try_from(b).ok())
-                }
-                (Some(row), None) => {
-                    k += 1;
-                    (Some(row), t)
-                }
+            let time_of = |row: u32| {
+                let row = row as usize;
+                times.is_valid(row).then(|| times.value(row))
             };
+            // (source row, time, next row?, next bucket?)
+            let (src, time, next_row, next_bucket) = match (row, bucket) {
+                (None, None) => break,
+                (None, Some(b)) => (None, Some(b), false, true),
+                (Some(row), None) => (Some(row), time_of(row), true, false),
+                (Some(row), Some(b)) => match time_of(row) {
+                    // NULL times sort first and are passed through.
+                    None => (Some(row), None, true, false),
+                    Some(t) if t < b => (Some(row), Some(t), true, false),
+                    Some(t) if t == b => (Some(row), Some(t), true, true),
+                    Some(_) => (None, Some(b), false, true),
+                },
+            };
+            k += usize::from(next_row);
+            j += u64::from(next_bucket);
             out.src.push(src);
             out.time.push(time);
             out.keys.push(key);
@@ -433,7 +440,7 @@ fn fill(batch: &RecordBatch, schema: &SchemaRef, p: &Params) -> Result<RecordBat
             match p.fills[i] {
                 FillStrategy::Null => take(col, &src, None)?,
                 FillStrategy::Locf => take(col, &locf_indices(col, &out), None)?,
-                FillStrategy::Interpolate => interpolate(col, &out)?,
+                FillStrategy::Interpolate => interpolate(col, &src, &out)?,
             }
         };
         columns.push(array);
@@ -459,52 +466,46 @@ fn locf_indices(col: &ArrayRef, out: &Out) -> UInt32Array {
 
 /// Linear interpolation (in time) of NULLs between two non-NULL values of
 /// the same group; leading and trailing NULLs stay NULL. Integers round.
-fn interpolate(col: &ArrayRef, out: &Out) -> Result<ArrayRef> {
-    let values = cast(col, &DataType::Float64)?;
-    let values = values.as_primitive::<arrow::datatypes::Float64Type>();
-    let known = |i: usize| -> Option<(i64, f64)> {
-        let s = out.src[i]? as usize;
-        let t = out.time[i]?;
-        values.is_valid(s).then(|| (t, values.value(s)))
-    };
+fn interpolate(col: &ArrayRef, src: &UInt32Array, out: &Out) -> Result<ArrayRef> {
+    let base = take(col, src, None)?;
+    let values = cast(&base, &DataType::Float64)?;
+    let values = values.as_primitive::<Float64Type>();
     let integer = col.data_type().is_integer();
-    let mut result: Vec<Option<f64>> = Vec::with_capacity(out.src.len());
+    let mut filled: Vec<Option<f64>> = vec![None; base.len()];
     for g in &out.groups {
         let mut prev: Option<(i64, f64)> = None;
         let mut pending: Vec<usize> = Vec::new();
         for i in g.clone() {
-            if let Some((t1, v1)) = known(i) {
-                if let Some((t0, v0)) = prev {
-                    for &m in &pending {
-                        result[m] = out.time[m].map(|t| {
-                            let f = (t - t0) as f64 / (t1 - t0) as f64;
-                            let v = v0 + (v1 - v0) * f;
-                            if integer {
-                                v.round()
-                            } else {
-                                v
-                            }
-                        });
-                    }
-                }
-                pending.clear();
-                prev = Some((t1, v1));
-                result.push(Some(v1));
-            } else {
-                if prev.is_some() {
+            let known = match (values.is_valid(i), out.time[i]) {
+                (true, Some(t)) => Some((t, values.value(i))),
+                _ => None,
+            };
+            let Some((t1, v1)) = known else {
+                if prev.is_some() && base.is_null(i) {
                     pending.push(i);
                 }
-                result.push(None);
+                continue;
+            };
+            if let Some((t0, v0)) = prev {
+                for &m in &pending {
+                    filled[m] = out.time[m].map(|t| {
+                        let f = (i128::from(t) - i128::from(t0)) as f64
+                            / (i128::from(t1) - i128::from(t0)) as f64;
+                        let v = v0 + (v1 - v0) * f;
+                        if integer {
+                            v.round()
+                        } else {
+                            v
+                        }
+                    });
+                }
             }
+            pending.clear();
+            prev = Some((t1, v1));
         }
     }
-    let filled: ArrayRef = Arc::new(Float64Array::from(result));
-    Ok(cast(&filled, col.data_type())?)
-}
-
-impl GapFill {
-    fn schema_ref(&self) -> &DFSchema {
-        use datafusion::logical_expr::UserDefinedLogicalNodeCore as _;
-        self.schema()
-    }
+    let mask: BooleanArray = filled.iter().map(|v| Some(v.is_some())).collect();
+    let filled: ArrayRef = Arc::new(Float64Array::from(filled));
+    let filled = cast(&filled, col.data_type())?;
+    Ok(zip(&mask, &filled, &base)?)
 }

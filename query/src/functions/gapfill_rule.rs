@@ -17,6 +17,8 @@
 //! meaning, and planning fails with a message saying where it may be used.
 
 use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -101,7 +103,9 @@ fn rewrite_aggregate(agg: Aggregate) -> Result<Transformed<LogicalPlan>> {
     let mut changed = false;
     let mut aggr_expr = Vec::with_capacity(agg.aggr_expr.len());
     for e in &agg.aggr_expr {
-        let new = e.clone().transform_up(|x| add_time_argument(x, &input_schema))?;
+        let new = e
+            .clone()
+            .transform_up(|x| add_time_argument(x, &input_schema))?;
         changed |= new.transformed;
         aggr_expr.push(keep_name(e, new.data));
     }
@@ -116,7 +120,9 @@ fn rewrite_aggregate(agg: Aggregate) -> Result<Transformed<LogicalPlan>> {
         return Ok(Transformed::yes(LogicalPlan::Aggregate(agg)));
     };
     if found.len() > 1 {
-        return plan_err!("a query can only be grouped by one date_bin_gapfill/time_bucket_gapfill");
+        return plan_err!(
+            "a query can only be grouped by one date_bin_gapfill/time_bucket_gapfill"
+        );
     }
     if agg
         .group_expr
@@ -130,14 +136,17 @@ fn rewrite_aggregate(agg: Aggregate) -> Result<Transformed<LogicalPlan>> {
         return plan_err!("internal: gap-fill group expression vanished");
     };
     let name = original.schema_name().to_string();
-    let Some(time_col) = strip_casts(&args[1]).and_then(as_column) else {
+    let (Some(stride), Some(time_arg)) = (args.first(), args.get(1)) else {
+        return plan_err!("{name}: expected (interval, time, ...)");
+    };
+    let Some(time_col) = strip_casts(time_arg).and_then(as_column) else {
         return plan_err!("{name}: the second argument must be the time column");
     };
     let (origin, explicit) = match kind {
         GapfillKind::DateBin => (args.get(2).cloned(), &[][..]),
         GapfillKind::TimeBucket => (None, args.get(2..).unwrap_or(&[])),
     };
-    let mut bin_args = vec![args[0].clone(), args[1].clone()];
+    let mut bin_args = vec![stride.clone(), time_arg.clone()];
     bin_args.extend(origin.clone());
     let binned = Expr::ScalarFunction(ScalarFunction::new_udf(
         datafusion::functions::datetime::date_bin(),
@@ -161,7 +170,7 @@ fn rewrite_aggregate(agg: Aggregate) -> Result<Transformed<LogicalPlan>> {
             time_col.name
         );
     }
-    let stride = args[0].clone();
+    let stride = stride.clone();
     let mut group_expr = agg.group_expr.clone();
     group_expr[time_idx] = keep_name(original, binned);
     let group_count = group_expr.len();
@@ -203,10 +212,12 @@ fn add_time_argument(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
     let time = Expr::Column(Column::new(qualifier.cloned(), "time"));
     let mut params = f.params.clone();
     params.args.push(time);
-    Ok(Transformed::yes(Expr::AggregateFunction(AggregateFunction {
-        func: f.func.clone(),
-        params,
-    })))
+    Ok(Transformed::yes(Expr::AggregateFunction(
+        AggregateFunction {
+            func: f.func.clone(),
+            params,
+        },
+    )))
 }
 
 fn strip_casts(e: &Expr) -> Option<&Expr> {
@@ -243,7 +254,12 @@ fn is_constant(e: &Expr) -> bool {
 
 /// Collects constant bounds on `time` from the filters between the
 /// Aggregate and its table scan.
-fn collect_bounds(plan: &LogicalPlan, time: &Column, lower: &mut Vec<Bound>, upper: &mut Vec<Bound>) {
+fn collect_bounds(
+    plan: &LogicalPlan,
+    time: &Column,
+    lower: &mut Vec<Bound>,
+    upper: &mut Vec<Bound>,
+) {
     match plan {
         LogicalPlan::Filter(f) => {
             for c in split_conjunction(&f.predicate) {
@@ -307,20 +323,36 @@ fn rewrite_projection(p: Projection) -> Result<Transformed<LogicalPlan>> {
     let Some(gapfill) = as_gapfill(&p.input) else {
         return Ok(Transformed::no(LogicalPlan::Projection(p)));
     };
-    let mut gapfill = gapfill.clone();
+    let LogicalPlan::Aggregate(agg) = gapfill.input.as_ref() else {
+        return Ok(Transformed::no(LogicalPlan::Projection(p)));
+    };
     let schema = gapfill.input.schema().clone();
-    let mut bare = Vec::new();
+    let group_count = gapfill.spec.group_count;
+    // How the projection uses each input column: bare (None) or under a
+    // fill marker (Some). A column used in more than one way gets a copy of
+    // its aggregate per fill strategy.
+    let mut uses: HashMap<usize, HashSet<Option<FillStrategy>>> = HashMap::new();
     for e in &p.expr {
         e.apply(|x| {
-            if fill_marker(x).is_some() {
-                return Ok(TreeNodeRecursion::Jump);
+            let (strategy, target) = match fill_marker(x) {
+                Some((s, args)) => (Some(s), args.first()),
+                None => (None, Some(x)),
+            };
+            if let Some(Expr::Column(c)) = target {
+                if let Ok(i) = schema.index_of_column(c) {
+                    uses.entry(i).or_default().insert(strategy);
+                }
             }
-            if let Expr::Column(c) = x {
-                bare.push(c.clone());
-            }
-            Ok(TreeNodeRecursion::Continue)
+            Ok(if strategy.is_some() {
+                TreeNodeRecursion::Jump
+            } else {
+                TreeNodeRecursion::Continue
+            })
         })?;
     }
+    let mut fills = gapfill.spec.fills.clone();
+    let mut aggr_expr = agg.aggr_expr.clone();
+    let mut copies: HashMap<(usize, FillStrategy), Column> = HashMap::new();
     let mut changed = false;
     let mut exprs = Vec::with_capacity(p.expr.len());
     for e in &p.expr {
@@ -328,29 +360,37 @@ fn rewrite_projection(p: Projection) -> Result<Transformed<LogicalPlan>> {
             let Some((strategy, args)) = fill_marker(&x) else {
                 return Ok(Transformed::no(x));
             };
-            let fname = if strategy == FillStrategy::Interpolate { "interpolate" } else { "locf" };
+            let fname = fill_name(strategy);
             let Some(Expr::Column(c)) = args.first() else {
-                return plan_err!("{fname}() must wrap an aggregate function, e.g. {fname}(avg(x))");
+                return plan_err!(
+                    "{fname}() must wrap an aggregate function, e.g. {fname}(avg(x))"
+                );
             };
             let idx = schema.index_of_column(c)?;
-            if idx < gapfill.spec.group_count {
+            if idx < group_count {
                 return plan_err!("{fname}() must wrap an aggregate, not the GROUP BY column {c}");
             }
-            if strategy == FillStrategy::Interpolate && !schema.field(idx).data_type().is_numeric() {
+            let field = schema.field(idx);
+            if strategy == FillStrategy::Interpolate && !field.data_type().is_numeric() {
                 return plan_err!(
                     "interpolate() needs a numeric aggregate, {c} is {}",
-                    schema.field(idx).data_type()
+                    field.data_type()
                 );
             }
-            if bare.contains(c) {
-                return plan_err!("{c} is selected both with and without {fname}()");
+            if uses.get(&idx).is_none_or(|u| u.len() == 1) {
+                fills[idx] = strategy;
+                return Ok(Transformed::yes(Expr::Column(c.clone())));
             }
-            match gapfill.spec.fills[idx] {
-                FillStrategy::Null => gapfill.spec.fills[idx] = strategy,
-                s if s == strategy => {}
-                _ => return plan_err!("{c} is selected with both locf() and interpolate()"),
-            }
-            Ok(Transformed::yes(Expr::Column(c.clone())))
+            let copy = match copies.entry((idx, strategy)) {
+                Entry::Occupied(o) => o.get().clone(),
+                Entry::Vacant(v) => {
+                    let name = format!("{fname}({})", field.name());
+                    aggr_expr.push(aggr_expr[idx - group_count].clone().unalias().alias(&name));
+                    fills.push(strategy);
+                    v.insert(Column::from_name(name)).clone()
+                }
+            };
+            Ok(Transformed::yes(Expr::Column(copy)))
         })?;
         changed |= new.transformed;
         exprs.push(keep_name(e, new.data));
@@ -358,11 +398,28 @@ fn rewrite_projection(p: Projection) -> Result<Transformed<LogicalPlan>> {
     if !changed {
         return Ok(Transformed::no(LogicalPlan::Projection(p)));
     }
-    let gapfill = GapFill::try_new(gapfill.input.clone(), gapfill.spec)?;
+    let input = if aggr_expr.len() == agg.aggr_expr.len() {
+        gapfill.input.clone()
+    } else {
+        let agg = Aggregate::try_new(agg.input.clone(), agg.group_expr.clone(), aggr_expr)?;
+        Arc::new(LogicalPlan::Aggregate(agg))
+    };
+    let mut spec = gapfill.spec.clone();
+    spec.fills = fills;
+    let gapfill = GapFill::try_new(input, spec)?;
     let input = Arc::new(LogicalPlan::Extension(Extension {
         node: Arc::new(gapfill),
     }));
-    Ok(Transformed::yes(LogicalPlan::Projection(Projection::try_new(exprs, input)?)))
+    Ok(Transformed::yes(LogicalPlan::Projection(
+        Projection::try_new(exprs, input)?,
+    )))
+}
+
+fn fill_name(strategy: FillStrategy) -> &'static str {
+    match strategy {
+        FillStrategy::Interpolate => "interpolate",
+        _ => "locf",
+    }
 }
 
 fn check_leftovers(plan: &LogicalPlan) -> Result<()> {
@@ -370,7 +427,11 @@ fn check_leftovers(plan: &LogicalPlan) -> Result<()> {
         for e in node.expressions() {
             e.apply(|x| {
                 if let Some((kind, _)) = gapfill_kind(x) {
-                    let name = if kind == GapfillKind::DateBin { "date_bin_gapfill" } else { "time_bucket_gapfill" };
+                    let name = if kind == GapfillKind::DateBin {
+                        "date_bin_gapfill"
+                    } else {
+                        "time_bucket_gapfill"
+                    };
                     return plan_err!(
                         "{name} can only be used as a GROUP BY expression of an aggregate query, \
                          e.g. SELECT {name}(INTERVAL '1 minute', time) AS t, avg(v) FROM m \
@@ -378,7 +439,7 @@ fn check_leftovers(plan: &LogicalPlan) -> Result<()> {
                     );
                 }
                 if let Some((strategy, _)) = fill_marker(x) {
-                    let name = if strategy == FillStrategy::Interpolate { "interpolate" } else { "locf" };
+                    let name = fill_name(strategy);
                     return plan_err!(
                         "{name}() can only wrap an aggregate in the SELECT list of a query \
                          grouped by date_bin_gapfill or time_bucket_gapfill"
@@ -434,7 +495,8 @@ pub struct GapFill {
 impl GapFill {
     pub fn try_new(input: Arc<LogicalPlan>, mut spec: GapFillSpec) -> Result<Self> {
         let in_schema = input.schema();
-        spec.fills.resize(in_schema.fields().len(), FillStrategy::Null);
+        spec.fills
+            .resize(in_schema.fields().len(), FillStrategy::Null);
         let fields = in_schema
             .iter()
             .enumerate()
@@ -505,7 +567,11 @@ impl UserDefinedLogicalNodeCore for GapFill {
         Ok(())
     }
 
-    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+    fn with_exprs_and_inputs(
+        &self,
+        exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> Result<Self> {
         let s = &self.spec;
         let expected = 1 + usize::from(s.origin.is_some()) + s.lower.len() + s.upper.len();
         if exprs.len() != expected || inputs.len() != 1 {

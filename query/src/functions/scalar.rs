@@ -142,7 +142,9 @@ impl ScalarUDFImpl for GapfillBucket {
             | DataType::LargeUtf8
             | DataType::Utf8View
             | DataType::Null => out.push(DataType::Interval(IntervalUnit::MonthDayNano)),
-            other => return plan_err!("{name}: the first argument must be an interval, got {other}"),
+            other => {
+                return plan_err!("{name}: the first argument must be an interval, got {other}")
+            }
         }
         let tz = match &arg_types[1] {
             t @ DataType::Timestamp(_, tz) => {
@@ -150,7 +152,9 @@ impl ScalarUDFImpl for GapfillBucket {
                 tz.clone()
             }
             other => {
-                return plan_err!("{name}: the second argument must be a timestamp column, got {other}")
+                return plan_err!(
+                    "{name}: the second argument must be a timestamp column, got {other}"
+                )
             }
         };
         for t in &arg_types[2..] {
