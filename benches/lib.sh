@@ -238,51 +238,56 @@ count_victoriametrics() {
         --data-urlencode "time=$end" --data-urlencode nocache=1 |
         sed -nE 's/.*"value":\[[0-9.]+,"([0-9]+)"\].*/\1/p'
 }
-data_paths_victoriametrics() { echo "$1/data"; }
+# Everything under -storageDataPath but cache/, which holds rebuildable caches
+# (written at shutdown).
+data_paths_victoriametrics() { find "$1/data" -mindepth 1 -maxdepth 1 ! -name cache -printf '%p ' 2>/dev/null; }
 
 # --- flushing and settling -------------------------------------------------------
 
+now_ms() { echo $((${EPOCHREALTIME/[.,]/} / 1000)); }
 STABLE_S=${STABLE_S:-20}             # settled = no change in the data's size for this long
 SETTLE_TIMEOUT=${SETTLE_TIMEOUT:-900} # give up waiting after this long
 
-# Apparent bytes (du -sb) of system $1's data under $2.
-data_bytes() { # system dir
-    local paths p total=0 b
+# The existing paths among system $1's data paths under $2, one per line.
+existing_data_paths() { # system dir
+    local paths p
     read -r -a paths <<<"$("data_paths_$1" "$2")"
-    for p in "${paths[@]}"; do
-        [[ -e "$p" ]] || continue
-        b=$(du -sb "$p" | cut -f1)
-        total=$((total + b))
-    done
-    echo "$total"
+    for p in "${paths[@]}"; do [[ -e "$p" ]] && echo "$p"; done
+    return 0
 }
-# Bytes of disk actually allocated (du -s --block-size=1): differs from the
-# apparent size for preallocated or sparse files.
-data_alloc_bytes() { # system dir
-    local paths p total=0 b
-    read -r -a paths <<<"$("data_paths_$1" "$2")"
-    for p in "${paths[@]}"; do
-        [[ -e "$p" ]] || continue
-        b=$(du -s --block-size=1 "$p" | cut -f1)
-        total=$((total + b))
-    done
-    echo "$total"
+# Sizes of the system's data, in bytes: "disk apparent allocated".
+#   apparent:  du -sb, file (and directory) sizes; counts preallocated and
+#              sparse space that holds nothing, e.g. InfluxDB's 4 MiB
+#              series-file segments
+#   allocated: du -s --block-size=1, blocks in use (rounds every file up to a block)
+#   disk:      over regular files, the smaller of size and allocated blocks:
+#              what the data takes, without holes and without block rounding
+data_sizes() { # system dir
+    local paths=() disk apparent alloc
+    mapfile -t paths < <(existing_data_paths "$1" "$2")
+    ((${#paths[@]} > 0)) || { echo "0 0 0"; return 0; }
+    disk=$(find "${paths[@]}" -type f -printf '%s %b\n' |
+        awk '{ a = $2 * 512; d += ($1 < a) ? $1 : a } END { printf "%d", d }')
+    apparent=$(du -sb -c "${paths[@]}" | awk 'END { print $1 }')
+    alloc=$(du -s --block-size=1 -c "${paths[@]}" | awk 'END { print $1 }')
+    echo "$disk $apparent $alloc"
 }
 
 # Waits until the size and the file list under the system's data stop
 # changing for $3 seconds (default STABLE_S); fails after SETTLE_TIMEOUT.
 wait_stable() { # system dir [seconds]
-    local need=${3:-$STABLE_S} started now last="" cur since paths
-    read -r -a paths <<<"$("data_paths_$1" "$2")"
-    started=$(date +%s); since=$started
+    local need=$((${3:-$STABLE_S} * 1000)) started now last="" cur since paths=()
+    started=$(now_ms); since=$started
     while :; do
         kill -0 "$PID" 2>/dev/null || die_with_log "$NAME exited while settling"
+        mapfile -t paths < <(existing_data_paths "$1" "$2")
         # Names, sizes and mtimes of every file: catches rewrites of equal size.
-        cur=$(find "${paths[@]}" -type f -printf '%p %s %T@\n' 2>/dev/null | sort | cksum)
-        now=$(date +%s)
+        # (Files may vanish between listing and stat: find's complaints are ignored.)
+        cur=$( ( ((${#paths[@]} == 0)) || find "${paths[@]}" -type f -printf '%p %s %T@\n' 2>/dev/null || true) | sort | cksum)
+        now=$(now_ms)
         if [[ "$cur" != "$last" ]]; then last=$cur; since=$now; fi
         if ((now - since >= need)); then return 0; fi
-        if ((now - started >= SETTLE_TIMEOUT)); then
+        if ((now - started >= SETTLE_TIMEOUT * 1000)); then
             die_with_log "$NAME: data under $2 still changing after ${SETTLE_TIMEOUT}s (SETTLE_TIMEOUT)"
         fi
         sleep 1
@@ -319,6 +324,7 @@ settle_influxdb() { # dir
     tmp=$(find "$1/data" -name '*.tmp' | wc -l)
     ((tmp == 0)) || die_with_log "$NAME: compaction files (*.tmp) left after settling"
     log "$NAME: settled: $tsm TSM file(s), WAL $(du -sb "$1/wal" | cut -f1) bytes"
+    ((tsm > 0)) || die_with_log "$NAME: no TSM file after settling: the cache was not snapshotted"
 }
 settle_victoriametrics() { # dir
     lc -f "http://127.0.0.1:$HTTP_PORT/internal/force_flush" >/dev/null ||

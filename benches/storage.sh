@@ -91,10 +91,9 @@ run() { # system variant data
     "settle_$system" "$dir"
     t1=$(date +%s.%N)
     settle=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
-    local bytes alloc
-    bytes=$(data_bytes "$system" "$dir")
-    alloc=$(data_alloc_bytes "$system" "$dir")
-    log "$NAME: settled after ${settle}s (${STABLE_S}s of that waiting for no change): $bytes bytes ($alloc allocated)"
+    local bytes apparent alloc
+    read -r bytes apparent alloc < <(data_sizes "$system" "$dir")
+    log "$NAME: settled after ${settle}s (${STABLE_S}s of that waiting for no change): $bytes bytes on disk ($apparent apparent, $alloc allocated)"
 
     local count status=ok notes="-"
     if [[ "$system" == sluice ]]; then count=$(count_sluice "$DB"); else count=$("count_$system"); fi
@@ -120,6 +119,10 @@ run() { # system variant data
     esac
 
     local readback="-"
+    if [[ "$system" != sluice && "$VERIFY" == 1 ]]; then
+        readback=$(spot_check "$system" "$data")
+        log "$NAME: read-back of host_0 usage_user: $readback"
+    fi
     if [[ "$system" == sluice && "$VERIFY" == 1 ]]; then
         log "$NAME: reading every value back"
         local vout
@@ -141,7 +144,36 @@ run() { # system variant data
         fi
     fi
     stop "$PID"
-    RESULTS+=("$variant $system $count $bytes $alloc $settle $status $readback ${notes// /;}")
+    RESULTS+=("$variant $system $count $bytes $apparent $alloc $settle $status $readback ${notes// /;}")
+}
+
+# Peers: reads one series (host_0's usage_user, every timestamp) back and
+# compares it with the file, as numbers (awk parses both texts to doubles, so
+# equal means the same double). Prints "exact(N)" or "D_of_N_differ[,M_missing]".
+expected_series() { # data host field -> "ts_ms value" lines
+    grep -F "cpu,hostname=$2," "$1" | awk -v f="$3=" '{
+        n = split($2, kv, ","); v = ""
+        for (i = 1; i <= n; i++) if (index(kv[i], f) == 1) v = substr(kv[i], length(f) + 1)
+        sub(/i$/, "", v); print substr($3, 1, length($3) - 6), v }'
+}
+export_influxdb() { # host field -> "ts_ms value" lines
+    lc -f -G "http://127.0.0.1:$HTTP_PORT/query" --data-urlencode "db=$DB" --data-urlencode epoch=ms \
+        --data-urlencode "q=SELECT \"$2\" FROM cpu WHERE hostname = '$1'" |
+        grep -oE '\[[0-9]+,[^],]+\]' | tr -d '[]' | tr ',' ' '
+}
+export_victoriametrics() { # host field -> "ts_ms value" lines
+    lc -f -G "http://127.0.0.1:$HTTP_PORT/api/v1/export" --data-urlencode "match[]=cpu_$2{hostname=\"$1\"}" |
+        sed -nE 's/.*"values":\[([^]]*)\],"timestamps":\[([^]]*)\].*/\1 \2/p' |
+        awk '{ n = split($1, v, ","); split($2, t, ","); for (i = 1; i <= n; i++) print t[i], v[i] }'
+}
+spot_check() { # system data
+    local want="$WORK/$NAME.want" got="$WORK/$NAME.got"
+    expected_series "$2" host_0 usage_user >"$want"
+    "export_$1" host_0 usage_user >"$got" || { echo "export_failed"; return 0; }
+    awk 'NR == FNR { want[$1] = $2; next }
+        ($1 in want) { n++; if ($2 + 0 != want[$1] + 0) d++; seen[$1] = 1 }
+        END { m = 0; for (k in want) if (!(k in seen)) m++
+              if (d + m == 0) printf "exact(%d)", n; else printf "%d_of_%d_differ%s", d, n, m ? "," m "_missing" : "" }' "$want" "$got"
 }
 
 # --- running -------------------------------------------------------------------
@@ -182,16 +214,18 @@ for variant in $VARIANTS; do
     echo "$line"
 done
 echo
-echo "| variant | system | rows stored | bytes on disk | bytes/value | allocated bytes/value | settle s | stored rows | read-back | notes |"
-echo "|---|---|---:|---:|---:|---:|---:|---|---|---|"
+echo "| variant | system | rows stored | bytes on disk | bytes/value | du -sb B/value | du -s B/value | settle s | stored rows | read-back | notes |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|"
 for r in "${RESULTS[@]}"; do
-    read -r variant system count bytes alloc settle status readback notes <<<"$r"
-    awk -v v="$variant" -v s="$system" -v c="$count" -v b="$bytes" -v a="$alloc" -v t="$settle" \
+    read -r variant system count bytes apparent alloc settle status readback notes <<<"$r"
+    awk -v v="$variant" -v s="$system" -v c="$count" -v b="$bytes" -v p="$apparent" -v a="$alloc" -v t="$settle" \
         -v st="$status" -v rb="$readback" -v no="${notes//;/ }" -v n="$VALUES" \
-        'BEGIN { printf "| %s | %s | %s | %d | %.3f | %.3f | %s | %s | %s | %s |\n", v, s, c, b, b / n, a / n, t, st, rb, no }'
+        'BEGIN { printf "| %s | %s | %s | %d | %.3f | %.3f | %.3f | %s | %s | %s | %s |\n", v, s, c, b, b / n, p / n, a / n, t, st, rb, no }'
 done
 echo
-echo "bytes/value = du -sb of the data directories / $VALUES values (10 fields x $ROWS rows); tags, timestamps and indexes included."
+echo "bytes on disk = over every file of the data directories, the smaller of its size and its allocated blocks (sparse or preallocated space that holds nothing is not counted, nor is block rounding); tags, timestamps and indexes included."
+echo "bytes/value = bytes on disk / $VALUES values (10 fields x $ROWS rows). du -sb (apparent sizes) and du -s (allocated blocks) for comparison."
+echo "read-back: Sluice, every value of every row compared bit for bit (sluice-bench verify); peers, host_0's usage_user compared with the file as doubles."
 echo "sluice/peer = Sluice bytes/value / peer bytes/value (<1: Sluice smaller)."
 echo "settle s = from the flush request (or the end of the load) until the data files had not changed for ${STABLE_S}s, those ${STABLE_S}s included."
 [[ "$FAILED" == 0 ]] || die "some checks failed (see above)"
