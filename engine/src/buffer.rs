@@ -30,9 +30,10 @@ pub struct BufferedBatch {
     pub batch: RecordBatch,
     pub min_time: i64,
     pub max_time: i64,
-    /// Some row is not newer than everything its series already had (late,
-    /// out of order or a duplicate), so reads must deduplicate around it.
-    pub overlaps: bool,
+    /// Time range of the rows that are not newer than everything their
+    /// series already had (late, out of order or duplicates): reads must
+    /// deduplicate around them.
+    pub overlaps: Option<(i64, i64)>,
 }
 
 #[derive(Debug, Default)]
@@ -116,24 +117,30 @@ impl Buffer {
         }
     }
 
-    /// Whether any row of `batch` is not newer than its series' latest time.
-    fn check_order(&mut self, database: &str, table: &str, batch: &RecordBatch) -> bool {
+    /// The time range of the rows of `batch` that are not newer than their
+    /// series' latest time, if any.
+    fn check_order(
+        &mut self,
+        database: &str,
+        table: &str,
+        batch: &RecordBatch,
+    ) -> Option<(i64, i64)> {
         let Some(ts) = batch
             .column_by_name(crate::catalog::TIME_COLUMN)
             .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
         else {
-            return true;
+            return Some((i64::MIN, i64::MAX));
         };
         let hashes = series_hashes(batch);
         let m = self
             .series_max
             .entry((database.to_string(), table.to_string()))
             .or_default();
-        let mut overlaps = false;
+        let mut overlaps: Option<(i64, i64)> = None;
         for (h, t) in hashes.iter().zip(ts.values().iter()) {
             let e = m.entry(*h).or_insert(i64::MIN);
             if *t <= *e {
-                overlaps = true;
+                overlaps = Some(overlaps.map_or((*t, *t), |(lo, hi)| (lo.min(*t), hi.max(*t))));
             } else {
                 *e = *t;
             }
@@ -299,7 +306,10 @@ fn merge(batches: &[BufferedBatch], schema: &SchemaRef) -> Result<BufferedBatch>
         batch,
         min_time: batches.iter().map(|b| b.min_time).min().unwrap_or(i64::MIN),
         max_time: batches.iter().map(|b| b.max_time).max().unwrap_or(i64::MAX),
-        overlaps: batches.iter().any(|b| b.overlaps),
+        overlaps: batches
+            .iter()
+            .filter_map(|b| b.overlaps)
+            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1))),
     })
 }
 

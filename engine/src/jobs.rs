@@ -312,7 +312,7 @@ impl ShardState {
             let mut batches = Vec::with_capacity(tb.batches.len());
             let mut flagged = false;
             for b in tb.batches() {
-                flagged |= b.overlaps;
+                flagged |= b.overlaps.is_some();
                 match crate::buffer::adapt_batch(&b.batch, &arrow_schema) {
                     Ok(a) => batches.push(a),
                     Err(e) => {

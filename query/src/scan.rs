@@ -120,8 +120,8 @@ pub fn plan_shard(snap: TableSnapshot, min: i64, max: i64, tags: &TagFilter) -> 
         }
     }
     for b in &snap.batches {
-        if b.overlaps {
-            dirty.push((b.min_time, b.max_time));
+        if let Some(range) = b.overlaps {
+            dirty.push(range);
         }
     }
     let touches = |lo: i64, hi: i64| dirty.iter().any(|(a, b)| lo <= *b && hi >= *a);
