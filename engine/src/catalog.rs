@@ -277,6 +277,11 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| EngineError::io(dir, e))
 }
 
+/// The database Sluice writes its own tables to (`system.dead_letters`).
+/// Users cannot create or write it; it is read through the SQL `system`
+/// schema.
+pub const SYSTEM_DATABASE: &str = "system";
+
 /// Rejects names that cannot round-trip through SQL identifiers and logs.
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
     if name.is_empty() {
@@ -436,7 +441,9 @@ impl Catalog {
         if missing.is_empty() {
             return Ok(());
         }
-        validate_name("database", db)?;
+        if db != SYSTEM_DATABASE {
+            validate_name("database", db)?;
+        }
         validate_name("table", table)?;
         let mut records = Vec::new();
         if !snap.databases.contains_key(db) {

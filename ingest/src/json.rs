@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sluice_engine::Catalog;
 
@@ -17,7 +17,7 @@ use crate::error::IngestError;
 use crate::rows::{Prepared, Row, RowSink, Value};
 
 /// How a JSON key carries the row's time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TimeUnit {
     S,
@@ -28,7 +28,7 @@ pub enum TimeUnit {
     Rfc3339,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TimeField {
     pub field: String,
     #[serde(default = "default_unit")]
@@ -39,7 +39,7 @@ fn default_unit() -> TimeUnit {
     TimeUnit::Ms
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JsonMapping {
     pub table: String,
     #[serde(default)]

@@ -1,10 +1,12 @@
 //! Protocol front ends: they turn what clients send into shard writes.
 //! They own parsing and validation; durability belongs to the engine.
 
+pub mod deadletter;
 pub mod error;
 pub mod json;
 pub mod lp;
 mod lpfast;
+pub mod route;
 pub mod rows;
 pub mod tcp;
 

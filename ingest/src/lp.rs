@@ -55,6 +55,17 @@ pub struct WriteOptions {
     pub precision: Precision,
     /// Timestamp (ns) for lines that carry none.
     pub default_time: i64,
+    /// Tags added to every line that lacks them (MQTT topic captures).
+    pub extra_tags: Vec<(String, String)>,
+}
+
+fn add_extra_tags<'a>(row: &mut Row<'a>, extra: &'a [(String, String)]) {
+    for (k, v) in extra {
+        if !row.tags.iter().any(|(t, _)| t == k) {
+            row.tags
+                .push((Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())));
+        }
+    }
 }
 
 /// Nanoseconds since the epoch, now.
@@ -133,6 +144,7 @@ pub fn prepare(
                     continue;
                 }
             }
+            add_extra_tags(&mut row, &opts.extra_tags);
             sink.push(lineno, table, row)?;
             continue;
         }
@@ -176,6 +188,7 @@ pub fn prepare(
             };
             row.fields.push((Cow::Borrowed(k.as_str()), v));
         }
+        add_extra_tags(&mut row, &opts.extra_tags);
         sink.push(lineno, parsed.series.measurement.as_str(), row)?;
     }
     sink.finish()
@@ -191,6 +204,7 @@ mod tests {
             database: "db".into(),
             precision: p,
             default_time: 42,
+            extra_tags: Vec::new(),
         }
     }
 

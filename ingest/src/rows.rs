@@ -295,7 +295,16 @@ pub struct RowSink<'c> {
 impl<'c> RowSink<'c> {
     pub fn new(catalog: &'c Catalog, database: &str, shards: usize) -> Result<Self, IngestError> {
         validate_name("database", database).map_err(|e| IngestError::Database(e.to_string()))?;
-        Ok(RowSink {
+        Ok(Self::unchecked(catalog, database, shards))
+    }
+
+    /// A sink for Sluice's own `system` database, which users may not name.
+    pub fn system(catalog: &'c Catalog, shards: usize) -> Self {
+        Self::unchecked(catalog, sluice_engine::catalog::SYSTEM_DATABASE, shards)
+    }
+
+    fn unchecked(catalog: &'c Catalog, database: &str, shards: usize) -> Self {
+        RowSink {
             catalog,
             db: database.to_string(),
             snap: catalog.snapshot(),
@@ -304,7 +313,7 @@ impl<'c> RowSink<'c> {
             next_layout: 0,
             key_buf: Vec::with_capacity(256),
             out: Prepared::default(),
-        })
+        }
     }
 
     pub fn reject(&mut self, line: usize, reason: String) {

@@ -140,6 +140,7 @@ async fn write_lines(
         database: cfg.database.clone(),
         precision: Precision::Nanoseconds,
         default_time: lp::now_ns(),
+        extra_tags: Vec::new(),
     };
     let engine = &ctx.engine;
     let prepared = lp::prepare(engine.catalog(), engine.shard_count(), data, &opts)

@@ -18,7 +18,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use sluice_engine::EngineHandle;
 
 pub const SYSTEM: &str = "system";
-const TABLES: [&str; 2] = ["chunks", "tables"];
+const TABLES: [&str; 3] = ["chunks", "tables", DEAD_LETTERS];
+const DEAD_LETTERS: &str = "dead_letters";
 
 pub struct SystemSchema {
     pub engine: EngineHandle,
@@ -38,6 +39,7 @@ impl SchemaProvider for SystemSchema {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let kind = match name {
+            DEAD_LETTERS => return dead_letters(&self.engine).await.map(Some),
             "chunks" => Kind::Chunks,
             "tables" => Kind::Tables,
             _ => return Ok(None),
@@ -51,6 +53,30 @@ impl SchemaProvider for SystemSchema {
     fn table_exist(&self, name: &str) -> bool {
         TABLES.contains(&name)
     }
+}
+
+/// Dead letters are an ordinary table of the `system` database once the
+/// first one is written; before that, an empty table of the same shape.
+async fn dead_letters(engine: &EngineHandle) -> Result<Arc<dyn TableProvider>> {
+    let stored = crate::table::SluiceSchema {
+        engine: engine.clone(),
+        database: sluice_engine::catalog::SYSTEM_DATABASE.to_string(),
+    };
+    if let Some(t) = stored.table(DEAD_LETTERS).await? {
+        return Ok(t);
+    }
+    let tag = sluice_engine::catalog::tag_data_type();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("time", ts(), false),
+        Field::new("source", tag.clone(), true),
+        Field::new("topic", tag, true),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("payload", DataType::Utf8, true),
+        Field::new("offset", DataType::Int64, true),
+        Field::new("partition", DataType::Int64, true),
+    ]));
+    let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])?;
+    Ok(Arc::new(empty))
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -43,6 +43,7 @@ impl CatalogProvider for SluiceCatalog {
             .snapshot()
             .databases
             .keys()
+            .filter(|d| *d != sluice_engine::catalog::SYSTEM_DATABASE)
             .cloned()
             .collect();
         names.push(crate::system::SYSTEM.to_string());
@@ -65,9 +66,9 @@ impl CatalogProvider for SluiceCatalog {
     }
 }
 
-struct SluiceSchema {
-    engine: EngineHandle,
-    database: String,
+pub(crate) struct SluiceSchema {
+    pub(crate) engine: EngineHandle,
+    pub(crate) database: String,
 }
 
 impl fmt::Debug for SluiceSchema {

@@ -64,6 +64,7 @@ async fn write(
         database: db.to_string(),
         precision,
         default_time: lp::now_ns(),
+        extra_tags: Vec::new(),
     };
     let engine = st.engine.clone();
     // Parsing a large body is CPU work; keep it off the I/O threads.
