@@ -35,6 +35,12 @@ Settings (section.key = default):
   storage.partition_hours = 24         time partition of chunk files
   storage.compact_min_chunks = 4       compact a partition at this many chunks
   storage.log_segment_bytes = 67108864 log segment size before rolling
+  mqtt.enabled = true                  the built-in MQTT broker
+  mqtt.addr = \"127.0.0.1:1883\"
+  mqtt.users = {}                      username = password; empty: no auth
+  mqtt.ingest_topics = true            line protocol on ingest/<db> goes to <db>
+  mqtt.max_payload_bytes = 1048576
+  [[mqtt.routes]]                      filter, database, format, table, time, tags
   log.level = \"info\"                   tracing filter; RUST_LOG overrides
 `sluice config` prints the effective settings."
 )]
@@ -66,6 +72,9 @@ pub struct ServeArgs {
     /// Line protocol over TCP address [default: 127.0.0.1:8094].
     #[arg(long, value_name = "ADDR")]
     pub lp_tcp_addr: Option<SocketAddr>,
+    /// MQTT broker address [default: 127.0.0.1:1883].
+    #[arg(long, value_name = "ADDR")]
+    pub mqtt_addr: Option<SocketAddr>,
     /// Number of shards, one per core [default: number of cores].
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
@@ -78,7 +87,36 @@ pub struct Config {
     pub http: HttpSection,
     pub lp_tcp: LpTcpSection,
     pub storage: StorageSection,
+    pub mqtt: MqttSection,
     pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSection {
+    pub enabled: bool,
+    pub addr: SocketAddr,
+    /// Username → password. Empty: any client may connect.
+    pub users: std::collections::BTreeMap<String, String>,
+    /// Store line protocol published to `ingest/<db>` in database `<db>`.
+    pub ingest_topics: bool,
+    /// Largest accepted publish payload, in bytes.
+    pub max_payload_bytes: usize,
+    /// Each with a `filter` whose `{name}` levels capture tags.
+    pub routes: Vec<sluice_ingest::route::Route>,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        MqttSection {
+            enabled: true,
+            addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            users: Default::default(),
+            ingest_topics: true,
+            max_payload_bytes: 1 << 20,
+            routes: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,7 +258,7 @@ impl Config {
         }
         // Only variables naming a known section are settings; other SLUICE_*
         // variables in the environment are not ours to reject.
-        const SECTIONS: [&str; 5] = ["engine", "http", "lp_tcp", "storage", "log"];
+        const SECTIONS: [&str; 6] = ["engine", "http", "lp_tcp", "storage", "mqtt", "log"];
         fig = fig.merge(Env::prefixed("SLUICE_").split("__").filter(|k| {
             let k = k.as_str().to_ascii_lowercase();
             SECTIONS.iter().any(|s| k.starts_with(&format!("{s}.")))
@@ -234,6 +272,9 @@ impl Config {
         }
         if let Some(a) = args.lp_tcp_addr {
             cfg.lp_tcp.addr = a;
+        }
+        if let Some(a) = args.mqtt_addr {
+            cfg.mqtt.addr = a;
         }
         if let Some(n) = args.shards {
             cfg.engine.shards = n;
@@ -275,6 +316,51 @@ mod tests {
             };
             let cfg = Config::load(&args).map_err(figment::Error::from)?;
             assert_eq!(cfg.engine.shards, 7, "flags beat env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn mqtt_routes_parse_and_typos_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "m.toml",
+                r#"
+[mqtt]
+users = { dev = "secret" }
+[[mqtt.routes]]
+filter = "factory/{site}/{device}/telemetry"
+database = "plant"
+table = "telemetry"
+format = "json"
+time = { field = "ts", unit = "ms" }
+tags = ["line"]
+"#,
+            )?;
+            let args = ServeArgs {
+                config: Some("m.toml".into()),
+                ..Default::default()
+            };
+            let cfg = Config::load(&args).map_err(figment::Error::from)?;
+            let r = &cfg.mqtt.routes[0];
+            assert_eq!(r.format, sluice_ingest::route::Format::Json);
+            assert_eq!(r.tags, ["line"]);
+            assert_eq!(
+                r.filter.as_deref(),
+                Some("factory/{site}/{device}/telemetry")
+            );
+            assert_eq!(cfg.mqtt.users["dev"], "secret");
+            jail.create_file(
+                "bad.toml",
+                "[[mqtt.routes]]\nfilter = \"a/b\"\ndatabase = \"x\"\ntabel = \"t\"\n",
+            )?;
+            let args = ServeArgs {
+                config: Some("bad.toml".into()),
+                ..Default::default()
+            };
+            let err = Config::load(&args).unwrap_err();
+            assert!(err.contains("tabel"), "{err}");
             Ok(())
         });
     }

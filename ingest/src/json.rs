@@ -127,6 +127,18 @@ pub fn prepare(
     arrival: i64,
 ) -> Result<Prepared, IngestError> {
     let mut sink = RowSink::new(catalog, db, shards)?;
+    prepare_into(&mut sink, payload, mapping, extra_tags, arrival)?;
+    sink.finish()
+}
+
+/// Maps one JSON payload into `sink`.
+pub fn prepare_into(
+    sink: &mut RowSink<'_>,
+    payload: &[u8],
+    mapping: &JsonMapping,
+    extra_tags: &[(String, String)],
+    arrival: i64,
+) -> Result<(), IngestError> {
     let doc: Json = match serde_json::from_slice(payload) {
         Ok(d) => d,
         Err(e) => {
@@ -138,7 +150,7 @@ pub fn prepare(
                     e.column()
                 ),
             );
-            return sink.finish();
+            return Ok(());
         }
     };
     let objects: Vec<&Json> = match &doc {
@@ -193,7 +205,7 @@ pub fn prepare(
         }
         sink.push(rowno, &mapping.table, row)?;
     }
-    sink.finish()
+    Ok(())
 }
 
 #[cfg(test)]

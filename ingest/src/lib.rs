@@ -6,6 +6,7 @@ pub mod error;
 pub mod json;
 pub mod lp;
 mod lpfast;
+pub mod messages;
 pub mod route;
 pub mod rows;
 pub mod tcp;

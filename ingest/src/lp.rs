@@ -118,6 +118,16 @@ pub fn prepare(
     opts: &WriteOptions,
 ) -> Result<Prepared, IngestError> {
     let mut sink = RowSink::new(catalog, &opts.database, shards)?;
+    prepare_into(&mut sink, body, opts)?;
+    sink.finish()
+}
+
+/// Parses `body` into `sink` (whose database `opts.database` is ignored).
+pub fn prepare_into(
+    sink: &mut RowSink<'_>,
+    body: &[u8],
+    opts: &WriteOptions,
+) -> Result<(), IngestError> {
     let mult = opts.precision.multiplier();
     // As InfluxDB does, arrival time is cut to the request's precision.
     let default_time = opts.default_time - opts.default_time.rem_euclid(mult);
@@ -191,7 +201,7 @@ pub fn prepare(
         add_extra_tags(&mut row, &opts.extra_tags);
         sink.push(lineno, parsed.series.measurement.as_str(), row)?;
     }
-    sink.finish()
+    Ok(())
 }
 
 #[cfg(test)]

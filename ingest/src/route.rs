@@ -8,7 +8,7 @@ use sluice_engine::Catalog;
 use crate::error::IngestError;
 use crate::json::{JsonMapping, TimeField};
 use crate::lp::{Precision, WriteOptions};
-use crate::rows::Prepared;
+use crate::rows::{Prepared, RowSink};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -18,11 +18,17 @@ pub enum Format {
     Json,
 }
 
-/// How a payload maps to rows: the part of a route that MQTT and Kafka
-/// routes have in common.
+/// Where messages go and how their payload maps to rows. MQTT routes name
+/// a topic `filter`, Kafka routes a `topic`; the rest is shared.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Mapping {
+pub struct Route {
+    /// MQTT: a topic filter whose `{name}` levels capture tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Kafka: the topic to consume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
     /// A database name, or `{name}` for the value a topic level captured.
     pub database: String,
     #[serde(default)]
@@ -41,7 +47,7 @@ pub struct Mapping {
     pub precision: Option<String>,
 }
 
-impl Mapping {
+impl Route {
     /// Checks what can be checked before the first message arrives.
     pub fn validate(&self) -> Result<(), String> {
         if self.format == Format::Json && self.table.as_deref().unwrap_or("").is_empty() {
@@ -63,9 +69,66 @@ impl Mapping {
             .and_then(|s| s.strip_suffix('}'))
     }
 
-    /// Turns one payload into shard writes. `captures` are the topic levels
-    /// the route captured; `arrival` (ns) is the time of rows that carry
-    /// none.
+    /// The database a message goes to and the tags its captures add: a
+    /// capture the database names is not also a tag.
+    pub fn resolve(
+        &self,
+        captures: &[(String, String)],
+    ) -> Result<(String, Vec<(String, String)>), String> {
+        match self.database_capture() {
+            Some(name) => {
+                let db = captures
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| format!("nothing captured as {{{name}}}"))?;
+                let tags = captures
+                    .iter()
+                    .filter(|(k, _)| k != name)
+                    .cloned()
+                    .collect();
+                Ok((db, tags))
+            }
+            None => Ok((self.database.clone(), captures.to_vec())),
+        }
+    }
+
+    /// Maps one payload into `sink`, which must be for the database
+    /// [`Route::resolve`] named; `tags` are added to every row and
+    /// `arrival` (ns) is the time of rows that carry none.
+    pub fn prepare_into(
+        &self,
+        sink: &mut RowSink<'_>,
+        payload: &[u8],
+        tags: &[(String, String)],
+        arrival: i64,
+    ) -> Result<(), IngestError> {
+        match self.format {
+            Format::LineProtocol => {
+                let precision = match &self.precision {
+                    Some(p) => Precision::parse(p)?,
+                    None => Precision::Nanoseconds,
+                };
+                let opts = WriteOptions {
+                    database: String::new(),
+                    precision,
+                    default_time: arrival,
+                    extra_tags: tags.to_vec(),
+                };
+                crate::lp::prepare_into(sink, payload, &opts)
+            }
+            Format::Json => {
+                let mapping = JsonMapping {
+                    table: self.table.clone().unwrap_or_default(),
+                    tags: self.tags.clone(),
+                    time: self.time.clone(),
+                };
+                crate::json::prepare_into(sink, payload, &mapping, tags, arrival)
+            }
+        }
+    }
+
+    /// Turns one payload into shard writes (see [`Route::prepare_into`]).
     pub fn prepare(
         &self,
         catalog: &Catalog,
@@ -74,49 +137,10 @@ impl Mapping {
         captures: &[(String, String)],
         arrival: i64,
     ) -> Result<Prepared, IngestError> {
-        let (database, tags): (String, Vec<(String, String)>) = match self.database_capture() {
-            Some(name) => {
-                let db = captures
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-                    .ok_or_else(|| {
-                        IngestError::Database(format!("nothing captured as {{{name}}}"))
-                    })?;
-                let tags = captures
-                    .iter()
-                    .filter(|(k, _)| k != name)
-                    .cloned()
-                    .collect();
-                (db, tags)
-            }
-            None => (self.database.clone(), captures.to_vec()),
-        };
-        match self.format {
-            Format::LineProtocol => {
-                let precision = match &self.precision {
-                    Some(p) => Precision::parse(p)?,
-                    None => Precision::Nanoseconds,
-                };
-                let opts = WriteOptions {
-                    database,
-                    precision,
-                    default_time: arrival,
-                    extra_tags: tags,
-                };
-                crate::lp::prepare(catalog, shards, payload, &opts)
-            }
-            Format::Json => {
-                let mapping = JsonMapping {
-                    table: self.table.clone().unwrap_or_default(),
-                    tags: self.tags.clone(),
-                    time: self.time.clone(),
-                };
-                crate::json::prepare(
-                    catalog, shards, payload, &database, &mapping, &tags, arrival,
-                )
-            }
-        }
+        let (database, tags) = self.resolve(captures).map_err(IngestError::Database)?;
+        let mut sink = RowSink::new(catalog, &database, shards)?;
+        self.prepare_into(&mut sink, payload, &tags, arrival)?;
+        sink.finish()
     }
 }
 
@@ -257,7 +281,9 @@ mod tests {
     fn database_from_a_capture_and_captures_as_tags() {
         let dir = tempfile::tempdir().unwrap();
         let cat = Catalog::open(dir.path()).unwrap();
-        let m = Mapping {
+        let m = Route {
+            filter: None,
+            topic: None,
             database: "{db}".into(),
             format: Format::LineProtocol,
             table: None,

@@ -290,6 +290,7 @@ pub struct RowSink<'c> {
     next_layout: u32,
     key_buf: Vec<u8>,
     out: Prepared,
+    rejections_taken: usize,
 }
 
 impl<'c> RowSink<'c> {
@@ -313,11 +314,26 @@ impl<'c> RowSink<'c> {
             next_layout: 0,
             key_buf: Vec::with_capacity(256),
             out: Prepared::default(),
+            rejections_taken: 0,
         }
     }
 
     pub fn reject(&mut self, line: usize, reason: String) {
         self.out.reject(line, reason);
+    }
+
+    /// Rows accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.out.accepted
+    }
+
+    /// The rejections since the last call: how many, and the first ones
+    /// described. A sink shared by many messages tells this way whose rows
+    /// were refused.
+    pub fn take_rejections(&mut self) -> (usize, Vec<LineError>) {
+        let count = self.out.rejected_total - self.rejections_taken;
+        self.rejections_taken = self.out.rejected_total;
+        (count, std::mem::take(&mut self.out.rejected))
     }
 
     /// Adds `row` to `table`, or rejects it (as line `line`) with the reason.
@@ -425,7 +441,17 @@ impl<'c> RowSink<'c> {
 
     /// The write batches, one per shard touched, and what was rejected.
     pub fn finish(self) -> Result<Prepared, IngestError> {
-        let mut out = self.out;
+        let (tables, mut out) = self.finish_tables()?;
+        for (shard, tables) in tables {
+            out.writes.push((shard, WriteBatch::new(tables)?));
+        }
+        Ok(out)
+    }
+
+    /// The tables built per shard touched, not yet encoded for the log, so
+    /// that a caller can combine several sinks into one write per shard.
+    pub fn finish_tables(self) -> Result<(Vec<(usize, Vec<TableBatch>)>, Prepared), IngestError> {
+        let mut out = Vec::new();
         for (shard, per_table) in self.builders.into_iter().enumerate() {
             if per_table.is_empty() {
                 continue;
@@ -441,9 +467,9 @@ impl<'c> RowSink<'c> {
                     batch,
                 });
             }
-            out.writes.push((shard, WriteBatch::new(tables)?));
+            out.push((shard, tables));
         }
-        Ok(out)
+        Ok((out, self.out))
     }
 }
 

@@ -1,0 +1,174 @@
+//! Many small messages (MQTT publishes, Kafka records) turned into few shard
+//! writes: one sink per database for the whole batch, one write per shard,
+//! one group commit. What a message could not store becomes a dead letter
+//! that commits with the batch.
+
+use std::collections::HashMap;
+
+use sluice_engine::{Catalog, EngineHandle, WriteBatch};
+
+use crate::deadletter::{self, DeadLetter, Source};
+use crate::error::IngestError;
+use crate::route::Route;
+use crate::rows::RowSink;
+
+/// One message as its front end received it.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub topic: &'a str,
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
+    pub payload: &'a [u8],
+    /// Time (ns) of the rows that carry none. Fixed when the message is
+    /// received, so a retried or redelivered message rewrites the same points.
+    pub arrival: i64,
+}
+
+/// What a committed batch stored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub messages: usize,
+    pub rows: usize,
+    pub dead_letters: usize,
+}
+
+pub struct MessageBatch<'c> {
+    catalog: &'c Catalog,
+    shards: usize,
+    source: Source,
+    sinks: HashMap<String, RowSink<'c>>,
+    dead: Vec<DeadLetter>,
+    messages: usize,
+    bytes: usize,
+}
+
+/// How many rejected rows a dead letter describes one by one.
+const REASONS_PER_LETTER: usize = 5;
+
+impl<'c> MessageBatch<'c> {
+    pub fn new(catalog: &'c Catalog, shards: usize, source: Source) -> Self {
+        MessageBatch {
+            catalog,
+            shards,
+            source,
+            sinks: HashMap::new(),
+            dead: Vec::new(),
+            messages: 0,
+            bytes: 0,
+        }
+    }
+
+    pub fn messages(&self) -> usize {
+        self.messages
+    }
+
+    /// Payload bytes added so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn dead_letter(&mut self, msg: &Message<'_>, error: String) {
+        let mut l = DeadLetter::new(self.source, msg.topic, error, msg.payload);
+        l.partition = msg.partition;
+        l.offset = msg.offset;
+        self.dead.push(l);
+    }
+
+    /// Adds a message that no route claims.
+    pub fn add_unrouted(&mut self, msg: &Message<'_>) {
+        self.messages += 1;
+        self.bytes += msg.payload.len();
+        self.dead_letter(msg, "no route matches this topic".into());
+    }
+
+    /// Adds `msg` under `route`. Rows that cannot be stored, or a payload
+    /// that does not parse, become a dead letter; only a failure of the
+    /// catalog itself is an error.
+    pub fn add(
+        &mut self,
+        route: &Route,
+        captures: &[(String, String)],
+        msg: &Message<'_>,
+    ) -> Result<(), IngestError> {
+        self.messages += 1;
+        self.bytes += msg.payload.len();
+        let (db, tags) = match route.resolve(captures) {
+            Ok(r) => r,
+            Err(e) => {
+                self.dead_letter(msg, e);
+                return Ok(());
+            }
+        };
+        if !self.sinks.contains_key(&db) {
+            match RowSink::new(self.catalog, &db, self.shards) {
+                Ok(s) => {
+                    self.sinks.insert(db.clone(), s);
+                }
+                Err(IngestError::Database(e)) => {
+                    self.dead_letter(msg, e);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(sink) = self.sinks.get_mut(&db) else {
+            return Ok(());
+        };
+        let res = route.prepare_into(sink, msg.payload, &tags, msg.arrival);
+        let (count, reasons) = sink.take_rejections();
+        match res {
+            Ok(()) => {}
+            Err(IngestError::Engine(e)) => return Err(IngestError::Engine(e)),
+            Err(e) => {
+                self.dead_letter(msg, e.to_string());
+                return Ok(());
+            }
+        }
+        if count > 0 {
+            let mut error = reasons
+                .iter()
+                .take(REASONS_PER_LETTER)
+                .map(|r| format!("row {}: {}", r.line, r.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            if count > REASONS_PER_LETTER.min(reasons.len()) {
+                error.push_str(&format!(" ({count} rows rejected in all)"));
+            }
+            self.dead_letter(msg, error);
+        }
+        Ok(())
+    }
+
+    /// Makes the batch durable: its rows in the shard logs, then its dead
+    /// letters. Resolves only when both are on disk; on an error (such as
+    /// backpressure) the caller may retry the same messages, which rewrites
+    /// the same points.
+    pub async fn commit(self, engine: &EngineHandle) -> Result<Committed, IngestError> {
+        let mut out = Committed {
+            messages: self.messages,
+            dead_letters: self.dead.len(),
+            ..Default::default()
+        };
+        let mut per_shard: Vec<Vec<sluice_engine::TableBatch>> =
+            vec![Vec::new(); self.shards.max(1)];
+        for (_, sink) in self.sinks {
+            out.rows += sink.accepted();
+            for (shard, tables) in sink.finish_tables()?.0 {
+                if let Some(v) = per_shard.get_mut(shard) {
+                    v.extend(tables);
+                }
+            }
+        }
+        let mut writes = Vec::new();
+        for (shard, tables) in per_shard.into_iter().enumerate() {
+            if !tables.is_empty() {
+                writes.push((shard, WriteBatch::new(tables)?));
+            }
+        }
+        if !writes.is_empty() {
+            engine.write(writes).await?;
+        }
+        deadletter::record(engine, self.dead).await?;
+        Ok(out)
+    }
+}
