@@ -278,6 +278,9 @@ pub struct Row<'a> {
     pub time: i64,
 }
 
+/// Tables per shard touched, not yet encoded for the log.
+pub type ShardTables = Vec<(usize, Vec<TableBatch>)>;
+
 /// Collects the rows of one request for one database.
 pub struct RowSink<'c> {
     catalog: &'c Catalog,
@@ -450,7 +453,7 @@ impl<'c> RowSink<'c> {
 
     /// The tables built per shard touched, not yet encoded for the log, so
     /// that a caller can combine several sinks into one write per shard.
-    pub fn finish_tables(self) -> Result<(Vec<(usize, Vec<TableBatch>)>, Prepared), IngestError> {
+    pub fn finish_tables(self) -> Result<(ShardTables, Prepared), IngestError> {
         let mut out = Vec::new();
         for (shard, per_table) in self.builders.into_iter().enumerate() {
             if per_table.is_empty() {
