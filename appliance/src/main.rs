@@ -96,11 +96,21 @@ fn serve(cfg: Config) -> Result<(), String> {
         .thread_name("sluice-http")
         .build()
         .map_err(|e| format!("starting the HTTP runtime: {e}"))?;
+    let mqtt_engine = engine.handle();
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(http_listener)
             .map_err(|e| format!("HTTP listener: {e}"))?;
+        let mqtt = if cfg.mqtt.enabled {
+            let broker = sluice_ingest::mqtt::start(mqtt_config(&cfg), mqtt_engine)
+                .await
+                .map_err(|e| e.to_string())?;
+            broker.local_addr.to_string()
+        } else {
+            "off".to_string()
+        };
         tracing::info!(
             http = %cfg.http.addr,
+            %mqtt,
             lp_tcp = %if cfg.lp_tcp.enabled { cfg.lp_tcp.addr.to_string() } else { "off".into() },
             data_dir = %cfg.engine.data_dir.display(),
             shards = cfg.engine.shards,
@@ -115,6 +125,16 @@ fn serve(cfg: Config) -> Result<(), String> {
     engine.stop();
     tracing::info!("sluice stopped");
     result
+}
+
+fn mqtt_config(cfg: &Config) -> sluice_ingest::mqtt::MqttConfig {
+    sluice_ingest::mqtt::MqttConfig {
+        addr: cfg.mqtt.addr,
+        users: cfg.mqtt.users.clone(),
+        ingest_topics: cfg.mqtt.ingest_topics,
+        max_payload_bytes: cfg.mqtt.max_payload_bytes,
+        routes: cfg.mqtt.routes.clone(),
+    }
 }
 
 async fn shutdown_signal() {

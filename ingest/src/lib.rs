@@ -7,6 +7,7 @@ pub mod json;
 pub mod lp;
 mod lpfast;
 pub mod messages;
+pub mod mqtt;
 pub mod route;
 pub mod rows;
 pub mod tcp;

@@ -144,6 +144,9 @@ impl Route {
     }
 }
 
+/// `(name, value)` of the topic levels a pattern captured.
+pub type Captures = Vec<(String, String)>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Level {
     Exact(String),
@@ -218,7 +221,7 @@ impl TopicPattern {
 
     /// The captures of `topic`, or `None` when it does not match. Topics
     /// beginning with `$` never match a leading wildcard (MQTT 4.7.2).
-    pub fn matches(&self, topic: &str) -> Option<Vec<(String, String)>> {
+    pub fn matches(&self, topic: &str) -> Option<Captures> {
         if topic.starts_with('$') && !matches!(self.levels.first(), Some(Level::Exact(_))) {
             return None;
         }

@@ -47,7 +47,9 @@ pub struct TestServer {
     child: Option<Child>,
     pub http: SocketAddr,
     pub lp_tcp: SocketAddr,
+    pub mqtt: SocketAddr,
     pub data_dir: PathBuf,
+    config: Option<PathBuf>,
     _tmp: Option<tempfile::TempDir>,
     env: Vec<(String, String)>,
     pub client: Client,
@@ -61,8 +63,18 @@ impl TestServer {
     }
 
     pub fn start_with_env(env: &[(&str, &str)]) -> TestServer {
+        Self::start_with(env, None)
+    }
+
+    /// A server reading `toml` as its configuration file, and `env`.
+    pub fn start_with(env: &[(&str, &str)], toml: Option<&str>) -> TestServer {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut s = Self::build(tmp.path().to_path_buf(), env);
+        let mut s = Self::build(tmp.path().join("data"), env);
+        if let Some(text) = toml {
+            let path = tmp.path().join("sluice.toml");
+            std::fs::write(&path, text).expect("write config");
+            s.config = Some(path);
+        }
         s._tmp = Some(tmp);
         s.spawn();
         s
@@ -71,12 +83,15 @@ impl TestServer {
     fn build(data_dir: PathBuf, env: &[(&str, &str)]) -> TestServer {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let lp_tcp = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log_path = data_dir.with_extension("log");
         TestServer {
             child: None,
             http,
             lp_tcp,
+            mqtt,
             data_dir,
+            config: None,
             _tmp: None,
             env: env
                 .iter()
@@ -109,12 +124,17 @@ impl TestServer {
             .arg(self.http.to_string())
             .arg("--lp-tcp-addr")
             .arg(self.lp_tcp.to_string())
+            .arg("--mqtt-addr")
+            .arg(self.mqtt.to_string())
             .arg("--shards")
             .arg("2")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

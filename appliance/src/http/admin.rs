@@ -132,5 +132,28 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Result<impl IntoRespons
             METRICS.queries.load(Ordering::Relaxed) as f64,
         )],
     );
+    let mqtt = &sluice_ingest::mqtt::METRICS;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    metric(
+        &mut out,
+        "sluice_mqtt_messages_stored_total",
+        "MQTT publishes on routed topics made durable (rows or dead letter).",
+        "counter",
+        &[(String::new(), load(&mqtt.messages_stored))],
+    );
+    metric(
+        &mut out,
+        "sluice_mqtt_rows_stored_total",
+        "Rows stored from MQTT publishes.",
+        "counter",
+        &[(String::new(), load(&mqtt.rows_stored))],
+    );
+    metric(
+        &mut out,
+        "sluice_mqtt_dead_letters_total",
+        "MQTT publishes (or parts of them) written to system.dead_letters.",
+        "counter",
+        &[(String::new(), load(&mqtt.dead_letters))],
+    );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }

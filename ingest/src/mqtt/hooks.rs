@@ -1,0 +1,197 @@
+//! What Sluice plugs into rmqtt: password authentication, the ingest hook,
+//! and retained-message storage.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::channel::oneshot;
+use rmqtt::codec::types::QoS;
+use rmqtt::codec::v5::PublishAckReason;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
+use rmqtt::retain::{DefaultRetainStorage, RetainStorage};
+use rmqtt::types::{
+    AuthResult, FromType, Publish, PublishAclResult, PublishResult, Retain, TopicFilter, TopicName,
+};
+
+use super::pipeline::{Job, Pipeline};
+use super::RouteTable;
+
+/// Username and password from the configuration.
+pub struct Auth {
+    pub users: BTreeMap<String, String>,
+}
+
+/// Equal-time comparison, so a password cannot be guessed by timing.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[async_trait]
+impl Handler for Auth {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        let Parameter::ClientAuthenticate(info) = param else {
+            return (true, acc);
+        };
+        let user = info.username().map(|u| u.to_string());
+        let password = info.password();
+        let ok = match (user, password) {
+            (Some(u), Some(p)) => self
+                .users
+                .get(&u)
+                .is_some_and(|expected| same(expected.as_bytes(), p)),
+            _ => false,
+        };
+        let result = if ok {
+            AuthResult::Allow(false, None)
+        } else {
+            tracing::info!(client = %info.id(), "MQTT client refused: bad username or password");
+            AuthResult::BadUsernameOrPassword
+        };
+        (false, Some(HookResult::AuthResult(result)))
+    }
+}
+
+#[derive(Clone)]
+pub struct Ingest {
+    pub routes: Arc<RouteTable>,
+    pub pipeline: Pipeline,
+    pub max_payload: usize,
+}
+
+impl Ingest {
+    /// Stores `publish` if a route claims its topic. With `wait`, resolves
+    /// only once it is durable.
+    async fn store(&self, publish: &Publish, wait: bool) -> Result<(), String> {
+        let topic: &str = &publish.topic;
+        let Some((route, captures)) = self.routes.find(topic) else {
+            return Ok(());
+        };
+        if publish.payload.len() > self.max_payload {
+            return Err(format!(
+                "payload of {} bytes exceeds mqtt.max_payload_bytes ({})",
+                publish.payload.len(),
+                self.max_payload
+            ));
+        }
+        let (tx, rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.pipeline
+            .submit(Job {
+                route,
+                captures,
+                topic: topic.to_string(),
+                payload: publish.payload.clone(),
+                arrival: crate::lp::now_ns(),
+                done: tx,
+            })
+            .await?;
+        match rx {
+            Some(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err("the ingest pipeline has stopped".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+fn refused(reason: String) -> HookResult {
+    HookResult::PublishAclResult(PublishAclResult(PublishResult {
+        reason_code: PublishAckReason::ImplementationSpecificError,
+        properties: Default::default(),
+        reason_string: Some(reason.into()),
+        // Without an acknowledgement the client resends after reconnecting.
+        disconnect: true,
+    }))
+}
+
+#[async_trait]
+impl Handler for Ingest {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        match param {
+            // Every client PUBLISH passes here before it is forwarded or
+            // acknowledged.
+            Parameter::MessagePublishCheckAcl(_, publish) => {
+                if let Some(HookResult::PublishAclResult(r)) = &acc {
+                    if r.is_rejected() {
+                        return (false, acc);
+                    }
+                }
+                match self.store(publish, publish.qos != QoS::AtMostOnce).await {
+                    Ok(()) => (true, acc),
+                    Err(reason) => {
+                        tracing::warn!(topic = %publish.topic, %reason, "MQTT publish refused");
+                        (false, Some(refused(reason)))
+                    }
+                }
+            }
+            // Will messages do not pass the ACL hook; nobody waits for them.
+            Parameter::MessagePublish(_, from, publish)
+                if matches!(from.typ(), FromType::LastWill) =>
+            {
+                if let Err(reason) = self.store(publish, false).await {
+                    tracing::warn!(topic = %publish.topic, %reason, "will message not stored");
+                }
+                (true, acc)
+            }
+            _ => (true, acc),
+        }
+    }
+}
+
+/// Retained messages in memory, as rmqtt's own store keeps them, switched on.
+#[derive(Default)]
+pub struct Retained {
+    inner: DefaultRetainStorage,
+    count: AtomicIsize,
+    max: AtomicIsize,
+}
+
+#[async_trait]
+impl RetainStorage for Retained {
+    fn enable(&self) -> bool {
+        true
+    }
+
+    async fn set(
+        &self,
+        topic: &TopicName,
+        retain: Retain,
+        expiry_interval: Option<Duration>,
+    ) -> rmqtt::Result<()> {
+        let existed = !self.inner.get_message(topic).await?.is_empty();
+        let clears = retain.publish.payload.is_empty();
+        self.inner
+            .set_with_timeout(topic, retain, expiry_interval)
+            .await?;
+        match (existed, clears) {
+            (false, false) => {
+                let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+                self.max.fetch_max(n, Ordering::Relaxed);
+            }
+            (true, true) => {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn get(&self, topic_filter: &TopicFilter) -> rmqtt::Result<Vec<(TopicName, Retain)>> {
+        self.inner.get_message(topic_filter).await
+    }
+
+    async fn count(&self) -> isize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    async fn max(&self) -> isize {
+        self.max.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,206 @@
+//! The built-in MQTT broker (rmqtt, embedded): devices publish to Sluice
+//! itself. Routed topics are stored before the broker acknowledges them;
+//! everything else is plain broker traffic for other subscribers.
+//!
+//! How a publish becomes rows: rmqtt runs its publish ACL hook for every
+//! client PUBLISH before it forwards the message to subscribers and before it
+//! sends PUBACK/PUBREC. Sluice's hook matches the topic against the routes,
+//! queues the payload on the [`pipeline`], and for QoS 1 and 2 waits until
+//! the batch holding it is in the shard logs (fsync). A failed write refuses
+//! the publish and closes the connection, so the client retries it; nothing
+//! is acknowledged that is not durable. Will messages are stored the same
+//! way from the publish hook.
+
+mod hooks;
+mod pipeline;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmqtt::context::ServerContext;
+use rmqtt::hook::Type;
+use rmqtt::net::Builder;
+use rmqtt::server::MqttServer;
+use sluice_engine::EngineHandle;
+
+use crate::messages::Committed;
+use crate::route::{Captures, Format, Route, TopicPattern};
+
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub addr: SocketAddr,
+    /// Username → password; empty allows anonymous clients.
+    pub users: BTreeMap<String, String>,
+    /// Route `ingest/<db>` (line protocol) to database `<db>`.
+    pub ingest_topics: bool,
+    pub max_payload_bytes: usize,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("MQTT route {index} ({filter:?}): {reason}")]
+    Route {
+        index: usize,
+        filter: String,
+        reason: String,
+    },
+    #[error("cannot listen for MQTT on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: rmqtt::Error,
+    },
+}
+
+/// Counters for `/metrics`.
+pub struct MqttMetrics {
+    pub messages_stored: AtomicU64,
+    pub rows_stored: AtomicU64,
+    pub dead_letters: AtomicU64,
+}
+
+pub static METRICS: MqttMetrics = MqttMetrics {
+    messages_stored: AtomicU64::new(0),
+    rows_stored: AtomicU64::new(0),
+    dead_letters: AtomicU64::new(0),
+};
+
+impl MqttMetrics {
+    fn record(&self, c: &Committed) {
+        self.messages_stored
+            .fetch_add(c.messages as u64, Ordering::Relaxed);
+        self.rows_stored.fetch_add(c.rows as u64, Ordering::Relaxed);
+        self.dead_letters
+            .fetch_add(c.dead_letters as u64, Ordering::Relaxed);
+    }
+}
+
+/// Routes compiled for matching, in the order they are tried.
+pub(crate) struct RouteTable {
+    routes: Vec<(TopicPattern, Arc<Route>)>,
+}
+
+impl RouteTable {
+    fn new(cfg: &MqttConfig) -> Result<Self, MqttError> {
+        let mut routes = Vec::new();
+        for (index, r) in cfg.routes.iter().enumerate() {
+            let filter = r.filter.clone().unwrap_or_default();
+            let err = |reason: String| MqttError::Route {
+                index,
+                filter: filter.clone(),
+                reason,
+            };
+            if r.filter.is_none() {
+                return Err(err("an MQTT route needs `filter`".into()));
+            }
+            if r.topic.is_some() {
+                return Err(err("`topic` is for Kafka routes; use `filter`".into()));
+            }
+            r.validate().map_err(err)?;
+            let pattern = TopicPattern::parse(&filter).map_err(err)?;
+            routes.push((pattern, Arc::new(r.clone())));
+        }
+        if cfg.ingest_topics {
+            let pattern =
+                TopicPattern::parse("ingest/{db}").map_err(|reason| MqttError::Route {
+                    index: routes.len(),
+                    filter: "ingest/{db}".into(),
+                    reason,
+                })?;
+            let route = Route {
+                filter: Some("ingest/{db}".into()),
+                topic: None,
+                database: "{db}".into(),
+                format: Format::LineProtocol,
+                table: None,
+                time: None,
+                tags: Vec::new(),
+                precision: None,
+            };
+            routes.push((pattern, Arc::new(route)));
+        }
+        Ok(RouteTable { routes })
+    }
+
+    /// The first route whose filter matches `topic`, with its captures.
+    pub(crate) fn find(&self, topic: &str) -> Option<(Arc<Route>, Captures)> {
+        self.routes
+            .iter()
+            .find_map(|(p, r)| p.matches(topic).map(|c| (r.clone(), c)))
+    }
+}
+
+/// A running broker. It lives as long as the tokio runtime it was started
+/// on; rmqtt has no stop of its own.
+pub struct MqttBroker {
+    pub local_addr: SocketAddr,
+}
+
+/// Checks the routes and binds the listener (so a taken port or a bad route
+/// fails startup with a clear message), then starts the broker on the
+/// current tokio runtime.
+pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, MqttError> {
+    let routes = Arc::new(RouteTable::new(&cfg)?);
+    let bind_err = |source| MqttError::Bind {
+        addr: cfg.addr,
+        source,
+    };
+    // Room for the fixed header, topic and properties around the payload.
+    let max_packet = cfg
+        .max_payload_bytes
+        .saturating_add(64 * 1024)
+        .min(u32::MAX as usize) as u32;
+    let listener = Builder::new()
+        .name("mqtt")
+        .laddr(cfg.addr)
+        .reuseaddr(Some(true))
+        .max_packet_size(max_packet)
+        .allow_anonymous(cfg.users.is_empty())
+        .max_inflight(NonZeroU16::new(256).unwrap_or(NonZeroU16::MIN))
+        .max_mqueue_len(10_000)
+        .session_expiry_interval(Duration::ZERO)
+        .max_session_expiry_interval(Duration::from_secs(7 * 24 * 3600))
+        .max_topic_aliases(64)
+        .bind()
+        .map_err(bind_err)?;
+    let local_addr = listener.local_addr().unwrap_or(cfg.addr);
+    let listener = listener.tcp().map_err(bind_err)?;
+
+    let scx = ServerContext::new().build().await;
+    *scx.extends.retain_mut().await = Box::new(hooks::Retained::default());
+    let pipeline = pipeline::Pipeline::start(engine);
+    let register = scx.extends.hook_mgr().register();
+    if !cfg.users.is_empty() {
+        register
+            .add(
+                Type::ClientAuthenticate,
+                Box::new(hooks::Auth {
+                    users: cfg.users.clone(),
+                }),
+            )
+            .await;
+    }
+    let ingest = hooks::Ingest {
+        routes,
+        pipeline,
+        max_payload: cfg.max_payload_bytes,
+    };
+    register
+        .add(Type::MessagePublishCheckAcl, Box::new(ingest.clone()))
+        .await;
+    register.add(Type::MessagePublish, Box::new(ingest)).await;
+    register.start().await;
+
+    let server = MqttServer::new(scx).listener(listener).build();
+    tokio::spawn(async move {
+        if let Err(e) = server.run().await {
+            tracing::error!(error = %e, "the MQTT broker stopped");
+        }
+    });
+    tracing::info!(addr = %local_addr, "MQTT broker listening");
+    Ok(MqttBroker { local_addr })
+}

@@ -1,0 +1,420 @@
+//! The built-in MQTT broker, driven by a real MQTT client (rumqttc) against
+//! the real binary.
+
+use std::collections::HashSet;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, ConnectReturnCode, Connection, Event, MqttOptions, Outgoing, Packet, QoS};
+use sluice_tests::TestServer;
+
+fn options(s: &TestServer, id: &str) -> MqttOptions {
+    let mut o = MqttOptions::new(id, s.mqtt.ip().to_string(), s.mqtt.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(4 << 20, 4 << 20);
+    o
+}
+
+/// Runs the connection on a thread and forwards its events.
+fn drive(mut conn: Connection) -> mpsc::Receiver<Result<Event, String>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for ev in conn.iter() {
+            let stop = ev.is_err();
+            if tx.send(ev.map_err(|e| e.to_string())).is_err() || stop {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_connack(rx: &mpsc::Receiver<Result<Event, String>>) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                return if ack.code == ConnectReturnCode::Success {
+                    Ok(())
+                } else {
+                    Err(format!("{:?}", ack.code))
+                };
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("no CONNACK".into())
+}
+
+/// Polls `sql` until its first value is `want`, or fails. The database may
+/// not exist yet: QoS 1 publishes are acknowledged asynchronously.
+fn wait_for(s: &TestServer, db: &str, sql: &str, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = s.sql_raw(db, sql);
+        let got = (status == 200)
+            .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .flatten()
+            .and_then(|v| v["rows"][0][0].as_i64());
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: wanted {want}, got {status} {body}\n{}",
+            s.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn line_protocol_on_ingest_topics_and_json_routes_with_captures() {
+    let s = TestServer::start_with(
+        &[],
+        Some(
+            r#"
+[[mqtt.routes]]
+filter = "factory/{site}/{device}/telemetry"
+database = "plant"
+table = "telemetry"
+format = "json"
+time = { field = "ts", unit = "ms" }
+tags = ["line"]
+"#,
+        ),
+    );
+    let (client, conn) = Client::new(options(&s, "dev-1"), 100);
+    let rx = drive(conn);
+    wait_connack(&rx).expect("connect");
+    client
+        .publish(
+            "ingest/farm",
+            QoS::AtLeastOnce,
+            false,
+            "soil,field=north moisture=0.31 1700000000000000000\nsoil,field=south moisture=0.29 1700000000000000000",
+        )
+        .unwrap();
+    client
+        .publish(
+            "factory/berlin/press-7/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            r#"[{"ts": 1700000000123, "line": 4, "temp": 21.5, "motor": {"rpm": 1500}},
+                {"ts": 1700000000124, "line": 4, "temp": 22}]"#,
+        )
+        .unwrap();
+    wait_for(&s, "farm", "SELECT count(*) FROM soil", 2);
+    wait_for(&s, "plant", "SELECT count(*) FROM telemetry", 2);
+    let rows = s.rows(
+        "plant",
+        "SELECT site, device, line, temp, \"motor.rpm\", CAST(time AS BIGINT) AS t FROM telemetry ORDER BY t",
+    );
+    assert_eq!(rows[0][0], "berlin");
+    assert_eq!(rows[0][1], "press-7");
+    assert_eq!(rows[0][2], "4");
+    assert_eq!(rows[0][3], 21.5);
+    assert_eq!(rows[0][4], 1500.0);
+    assert_eq!(rows[0][5], 1_700_000_000_123_000_000i64);
+    assert!(rows[1][4].is_null());
+    // Topics no route claims are plain broker traffic: nothing stored,
+    // nothing dead-lettered.
+    client
+        .publish("chat/room", QoS::AtLeastOnce, false, "hello")
+        .unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let dead = s.rows("plant", "SELECT count(*) FROM system.dead_letters");
+    assert_eq!(dead[0][0], 0);
+}
+
+/// Publishes `n` QoS 1 messages (one line each, `seq` field), and returns
+/// the sequence numbers the broker acknowledged.
+fn publish_numbered(
+    client: &Client,
+    rx: &mpsc::Receiver<Result<Event, String>>,
+    topic: &str,
+    n: usize,
+) -> HashSet<usize> {
+    let mut order = std::collections::VecDeque::new();
+    let mut pkid_to_seq = std::collections::HashMap::new();
+    let mut acked = HashSet::new();
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acked.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} acknowledged",
+            acked.len()
+        );
+        while sent < n && sent - acked.len() < 64 {
+            let line = format!(
+                "seq,src=a seq={sent}i {}",
+                1_700_000_000_000_000_000i64 + sent as i64
+            );
+            client
+                .publish(topic, QoS::AtLeastOnce, false, line)
+                .unwrap();
+            order.push_back(sent);
+            sent += 1;
+        }
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                if let Some(seq) = order.pop_front() {
+                    pkid_to_seq.insert(pkid, seq);
+                }
+            }
+            Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                if let Some(seq) = pkid_to_seq.remove(&ack.pkid) {
+                    acked.insert(seq);
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("connection failed: {e}"),
+            Err(e) => panic!("no progress: {e}"),
+        }
+    }
+    acked
+}
+
+#[test]
+fn ten_thousand_qos1_messages_stored_exactly_once_and_delivered_to_a_subscriber() {
+    let s = TestServer::start();
+    let (sub, sub_conn) = Client::new(options(&s, "watcher"), 100);
+    let sub_rx = drive(sub_conn);
+    wait_connack(&sub_rx).expect("subscriber connects");
+    sub.subscribe("ingest/#", QoS::AtLeastOnce).unwrap();
+    // Wait for SUBACK before publishing.
+    loop {
+        if let Ok(Event::Incoming(Packet::SubAck(_))) =
+            sub_rx.recv_timeout(Duration::from_secs(10)).unwrap()
+        {
+            break;
+        }
+    }
+    let (client, conn) = Client::new(options(&s, "pub-1"), 200);
+    let rx = drive(conn);
+    wait_connack(&rx).expect("connect");
+    let n = 10_000;
+    let acked = publish_numbered(&client, &rx, "ingest/qos1", n);
+    assert_eq!(acked.len(), n);
+    // Acknowledged means durable: every row is visible at once.
+    let rows = s.rows(
+        "qos1",
+        "SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM seq",
+    );
+    assert_eq!(rows[0][0], n as i64);
+    assert_eq!(rows[0][1], n as i64);
+    assert_eq!(rows[0][2], 0);
+    assert_eq!(rows[0][3], n as i64 - 1);
+    let mut received = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received < n && Instant::now() < deadline {
+        if let Ok(Ok(Event::Incoming(Packet::Publish(p)))) =
+            sub_rx.recv_timeout(Duration::from_secs(10))
+        {
+            assert_eq!(p.topic, "ingest/qos1");
+            received += 1;
+        }
+    }
+    assert_eq!(received, n, "the third-party subscriber got every message");
+}
+
+#[test]
+fn retained_messages_reach_late_subscribers() {
+    let s = TestServer::start();
+    let (client, conn) = Client::new(options(&s, "retainer"), 10);
+    let rx = drive(conn);
+    wait_connack(&rx).unwrap();
+    client
+        .publish("status/pump-1", QoS::AtLeastOnce, true, "running")
+        .unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let (late, late_conn) = Client::new(options(&s, "late"), 10);
+    let late_rx = drive(late_conn);
+    wait_connack(&late_rx).unwrap();
+    late.subscribe("status/+", QoS::AtLeastOnce).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "no retained message");
+        if let Ok(Ok(Event::Incoming(Packet::Publish(p)))) =
+            late_rx.recv_timeout(Duration::from_secs(10))
+        {
+            assert!(p.retain);
+            assert_eq!(&p.payload[..], b"running");
+            break;
+        }
+    }
+}
+
+#[test]
+fn username_and_password_are_checked() {
+    let s = TestServer::start_with(&[], Some("[mqtt]\nusers = { device = \"s3cret\" }\n"));
+    let mut good = options(&s, "good");
+    good.set_credentials("device", "s3cret");
+    let (_c, conn) = Client::new(good, 10);
+    wait_connack(&drive(conn)).expect("right password accepted");
+    let mut bad = options(&s, "bad");
+    bad.set_credentials("device", "guess");
+    let (_c2, conn) = Client::new(bad, 10);
+    assert!(
+        wait_connack(&drive(conn)).is_err(),
+        "wrong password refused"
+    );
+    let (_c3, conn) = Client::new(options(&s, "anon"), 10);
+    assert!(wait_connack(&drive(conn)).is_err(), "anonymous refused");
+}
+
+#[test]
+fn garbage_payloads_are_dead_lettered_and_the_broker_stays_up() {
+    let s = TestServer::start_with(
+        &[],
+        Some("[[mqtt.routes]]\nfilter = \"json/{dev}\"\ndatabase = \"iot\"\ntable = \"t\"\nformat = \"json\"\n"),
+    );
+    let (client, conn) = Client::new(options(&s, "fuzzer"), 500);
+    let rx = drive(conn);
+    wait_connack(&rx).unwrap();
+    let mut rng = 0x2545F4914F6CDD1Du64;
+    let garbage = 200;
+    for i in 0..garbage {
+        let mut payload = Vec::new();
+        for _ in 0..(i % 50 + 1) {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            payload.push((rng % 256) as u8);
+        }
+        // Never valid: JSON must start with `{` or `[`, line protocol
+        // needs a field after a space.
+        payload.insert(0, b'#');
+        payload.insert(0, b'\x01');
+        let topic = if i % 2 == 0 { "ingest/iot" } else { "json/d1" };
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .unwrap();
+    }
+    // A valid message after the flood is stored.
+    client
+        .publish("ingest/iot", QoS::AtLeastOnce, false, "ok v=1 1")
+        .unwrap();
+    wait_for(&s, "iot", "SELECT count(*) FROM ok", 1);
+    wait_for(
+        &s,
+        "iot",
+        "SELECT count(*) FROM system.dead_letters WHERE source = 'mqtt'",
+        garbage,
+    );
+    let rows = s.rows(
+        "iot",
+        "SELECT topic, error, payload FROM system.dead_letters WHERE topic = 'json/d1' LIMIT 1",
+    );
+    let error = rows[0][1].as_str().unwrap();
+    assert!(error.contains("JSON"), "{error}");
+    assert!(s.metric("sluice_mqtt_dead_letters_total") >= garbage as f64);
+}
+
+#[test]
+fn a_port_in_use_fails_startup_clearly() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = std::process::Command::new(sluice_tests::sluice_bin())
+        .args(["serve", "--data-dir"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .args([
+            "--http-addr",
+            &format!("127.0.0.1:{}", sluice_tests::free_port()),
+        ])
+        .args([
+            "--lp-tcp-addr",
+            &format!("127.0.0.1:{}", sluice_tests::free_port()),
+        ])
+        .args(["--mqtt-addr", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen for MQTT"), "{err}");
+}
+
+#[test]
+fn no_acknowledged_message_is_lost_to_sigkill() {
+    let mut s = TestServer::start();
+    let (client, conn) = Client::new(options(&s, "streamer"), 200);
+    let rx = drive(conn);
+    wait_connack(&rx).unwrap();
+    // Stream until the server dies under the publisher.
+    let (done_tx, done_rx) = mpsc::channel();
+    let pid = s.pid();
+    let killer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(1500));
+        unsafe_kill(pid);
+        let _ = done_tx.send(());
+    });
+    let mut order = std::collections::VecDeque::new();
+    let mut pkid_to_seq = std::collections::HashMap::new();
+    let mut acked = HashSet::new();
+    let mut sent = 0usize;
+    loop {
+        if done_rx.try_recv().is_ok() {
+            break;
+        }
+        while sent - acked.len() < 64 {
+            let line = format!(
+                "k seq={sent}i {}",
+                1_700_000_000_000_000_000i64 + sent as i64
+            );
+            if client
+                .try_publish("ingest/kill", QoS::AtLeastOnce, false, line)
+                .is_err()
+            {
+                break;
+            }
+            order.push_back(sent);
+            sent += 1;
+        }
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                if let Some(seq) = order.pop_front() {
+                    pkid_to_seq.insert(pkid, seq);
+                }
+            }
+            Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                if let Some(seq) = pkid_to_seq.remove(&ack.pkid) {
+                    acked.insert(seq);
+                }
+            }
+            Ok(Err(_)) => break,
+            _ => {}
+        }
+    }
+    killer.join().unwrap();
+    s.kill9();
+    s.restart();
+    assert!(
+        acked.len() > 100,
+        "too few acknowledged before the kill: {}",
+        acked.len()
+    );
+    let stored: HashSet<usize> = s
+        .rows("kill", "SELECT seq FROM k")
+        .iter()
+        .map(|r| r[0].as_i64().unwrap() as usize)
+        .collect();
+    let missing: Vec<usize> = acked.difference(&stored).copied().collect();
+    eprintln!(
+        "kill test: {} sent, {} acknowledged, {} stored, {} acknowledged but missing",
+        sent,
+        acked.len(),
+        stored.len(),
+        missing.len()
+    );
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+}
+
+fn unsafe_kill(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+}
