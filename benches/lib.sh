@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Variables set here are read by the scripts that source this file.
 # shellcheck disable=SC2034
-# Shared by benches/ingest.sh, storage.sh and queries.sh: setup, process
+# Shared by benches/ingest.sh, storage.sh, queries.sh and mqtt.sh: setup, process
 # accounting, and how to start, feed, flush and question each system.
 # Source it after setting:
 #   SCRIPT                        name for messages (e.g. storage.sh)
@@ -89,7 +89,7 @@ ensure_bench_bin() {
     if [[ -z "${BENCH_BIN:-}" ]]; then
         log "building sluice-bench"
         cargo build -q -p sluice-bench --release --manifest-path "$ROOT/Cargo.toml"
-        BENCH_BIN="$ROOT/target/release/sluice-bench"
+        BENCH_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/sluice-bench"
     fi
     [[ -x "$BENCH_BIN" ]] || die "no sluice-bench at $BENCH_BIN"
 }

@@ -41,6 +41,10 @@ Settings (section.key = default):
   mqtt.ingest_topics = true            line protocol on ingest/<db> goes to <db>
   mqtt.max_payload_bytes = 1048576
   [[mqtt.routes]]                      filter, database, format, table, time, tags
+  kafka.brokers                        no [kafka] section: no consumer
+  kafka.group_id = \"sluice\"
+  kafka.properties = {}                librdkafka settings, passed as they are
+  [[kafka.routes]]                     topic, database, format, table, time, tags
   log.level = \"info\"                   tracing filter; RUST_LOG overrides
 `sluice config` prints the effective settings."
 )]
@@ -75,6 +79,10 @@ pub struct ServeArgs {
     /// MQTT broker address [default: 127.0.0.1:1883].
     #[arg(long, value_name = "ADDR")]
     pub mqtt_addr: Option<SocketAddr>,
+    /// Kafka bootstrap servers; starts the Kafka consumer (routes come from
+    /// the config file's [[kafka.routes]]).
+    #[arg(long, value_name = "HOST:PORT[,…]")]
+    pub kafka_brokers: Option<String>,
     /// Number of shards, one per core [default: number of cores].
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
@@ -88,7 +96,38 @@ pub struct Config {
     pub lp_tcp: LpTcpSection,
     pub storage: StorageSection,
     pub mqtt: MqttSection,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaSection>,
     pub log: LogSection,
+}
+
+/// The Kafka consumer; absent, Sluice consumes nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSection {
+    pub brokers: String,
+    pub group_id: String,
+    /// librdkafka properties, e.g. `"session.timeout.ms" = "6000"`.
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// Each with a `topic`.
+    pub routes: Vec<sluice_ingest::route::Route>,
+    /// Most messages per batch (one shard write, one offset commit).
+    pub max_batch_messages: usize,
+    /// Most payload bytes per batch.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "sluice".into(),
+            properties: Default::default(),
+            routes: Vec::new(),
+            max_batch_messages: 10_000,
+            max_batch_bytes: 16 << 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -258,7 +297,9 @@ impl Config {
         }
         // Only variables naming a known section are settings; other SLUICE_*
         // variables in the environment are not ours to reject.
-        const SECTIONS: [&str; 6] = ["engine", "http", "lp_tcp", "storage", "mqtt", "log"];
+        const SECTIONS: [&str; 7] = [
+            "engine", "http", "lp_tcp", "storage", "mqtt", "kafka", "log",
+        ];
         fig = fig.merge(Env::prefixed("SLUICE_").split("__").filter(|k| {
             let k = k.as_str().to_ascii_lowercase();
             SECTIONS.iter().any(|s| k.starts_with(&format!("{s}.")))
@@ -275,6 +316,9 @@ impl Config {
         }
         if let Some(a) = args.mqtt_addr {
             cfg.mqtt.addr = a;
+        }
+        if let Some(b) = &args.kafka_brokers {
+            cfg.kafka.get_or_insert_with(Default::default).brokers = b.clone();
         }
         if let Some(n) = args.shards {
             cfg.engine.shards = n;
@@ -361,6 +405,44 @@ tags = ["line"]
             };
             let err = Config::load(&args).unwrap_err();
             assert!(err.contains("tabel"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn kafka_section_is_off_unless_configured() {
+        figment::Jail::expect_with(|jail| {
+            let cfg = Config::load(&ServeArgs::default()).map_err(figment::Error::from)?;
+            assert!(cfg.kafka.is_none());
+            jail.create_file(
+                "k.toml",
+                r#"
+[kafka]
+brokers = "10.0.0.1:9092"
+properties = { "session.timeout.ms" = "6000" }
+[[kafka.routes]]
+topic = "telemetry"
+database = "plant"
+"#,
+            )?;
+            jail.set_env("SLUICE_KAFKA__GROUP_ID", "plant-ingest");
+            let args = ServeArgs {
+                config: Some("k.toml".into()),
+                ..Default::default()
+            };
+            let cfg = Config::load(&args).map_err(figment::Error::from)?;
+            let k = cfg.kafka.as_ref().expect("kafka section");
+            assert_eq!(k.brokers, "10.0.0.1:9092");
+            assert_eq!(k.group_id, "plant-ingest");
+            assert_eq!(k.properties["session.timeout.ms"], "6000");
+            assert_eq!(k.routes[0].topic.as_deref(), Some("telemetry"));
+            let args = ServeArgs {
+                kafka_brokers: Some("b:9092".into()),
+                ..Default::default()
+            };
+            let cfg = Config::load(&args).map_err(figment::Error::from)?;
+            assert_eq!(cfg.kafka.map(|k| k.brokers).as_deref(), Some("b:9092"));
             Ok(())
         });
     }

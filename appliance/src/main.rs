@@ -3,6 +3,7 @@
 mod config;
 mod error;
 mod http;
+mod kafka;
 
 use std::net::TcpListener;
 use std::process::ExitCode;
@@ -85,9 +86,25 @@ fn serve(cfg: Config) -> Result<(), String> {
         services,
     )
     .map_err(|e| format!("starting the engine: {e}"))?;
+    // The consumer joins its group before the server says it is ready; a
+    // bad route or property fails startup.
+    let mut kafka = match &cfg.kafka {
+        Some(k) => Some(
+            sluice_ingest::kafka::start(kafka_config(k), engine.handle())
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    let mut query = QueryEngine::new(engine.handle());
+    if let Some(k) = &kafka {
+        query = query.with_system_table(Arc::new(kafka::PartitionsTable {
+            status: k.status.clone(),
+        }));
+    }
     let state = Arc::new(http::AppState {
         engine: engine.handle(),
-        query: QueryEngine::new(engine.handle()),
+        kafka: kafka.as_ref().map(|k| k.status.clone()),
+        query,
         max_body_bytes: cfg.http.max_body_bytes,
         auth_token: cfg.http.auth_token.clone(),
     });
@@ -111,6 +128,7 @@ fn serve(cfg: Config) -> Result<(), String> {
         tracing::info!(
             http = %cfg.http.addr,
             %mqtt,
+            kafka = %cfg.kafka.as_ref().map_or("off".to_string(), |k| k.brokers.clone()),
             lp_tcp = %if cfg.lp_tcp.enabled { cfg.lp_tcp.addr.to_string() } else { "off".into() },
             data_dir = %cfg.engine.data_dir.display(),
             shards = cfg.engine.shards,
@@ -121,6 +139,11 @@ fn serve(cfg: Config) -> Result<(), String> {
             .await
             .map_err(|e| format!("HTTP server: {e}"))
     });
+    // The consumer commits what is durable and leaves its group while the
+    // shards still take writes.
+    if let Some(k) = kafka.as_mut() {
+        k.stop();
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     engine.stop();
     tracing::info!("sluice stopped");
@@ -134,6 +157,17 @@ fn mqtt_config(cfg: &Config) -> sluice_ingest::mqtt::MqttConfig {
         ingest_topics: cfg.mqtt.ingest_topics,
         max_payload_bytes: cfg.mqtt.max_payload_bytes,
         routes: cfg.mqtt.routes.clone(),
+    }
+}
+
+fn kafka_config(k: &config::KafkaSection) -> sluice_ingest::kafka::KafkaConfig {
+    sluice_ingest::kafka::KafkaConfig {
+        brokers: k.brokers.clone(),
+        group_id: k.group_id.clone(),
+        properties: k.properties.clone(),
+        routes: k.routes.clone(),
+        max_batch_messages: k.max_batch_messages,
+        max_batch_bytes: k.max_batch_bytes,
     }
 }
 

@@ -160,6 +160,66 @@ service_environment={environment} "
     Host { prefix, state }
 }
 
+/// Produces the rows one at a time, in file order (by time, then host), so
+/// that `generate` and the MQTT loader (which needs them in memory, cut into
+/// messages) share one definition of the data.
+pub struct Rows {
+    rng: StdRng,
+    normal: Normal,
+    hosts: Vec<Host>,
+    values: Values,
+    /// The epoch and host of the next row.
+    epoch: u64,
+    host: usize,
+}
+
+impl Rows {
+    pub fn new(hosts: u32, seed: u64, values: Values) -> Result<Rows, String> {
+        if hosts == 0 {
+            return Err("--scale must be at least 1".into());
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let hosts: Vec<Host> = (0..hosts).map(|i| new_host(&mut rng, i)).collect();
+        Ok(Rows {
+            rng,
+            normal: Normal { spare: None },
+            hosts,
+            values,
+            epoch: 0,
+            host: 0,
+        })
+    }
+
+    /// Appends the next row to `line`, newline included. The data has no
+    /// end: callers stop after as many rows as they need.
+    pub fn next_into(&mut self, line: &mut String) {
+        let ts = START_NS + self.epoch as i64 * INTERVAL_NS;
+        let h = &mut self.hosts[self.host];
+        if self.epoch > 0 {
+            for s in &mut h.state {
+                *s = (*s + self.normal.sample(&mut self.rng)).clamp(0.0, 100.0);
+            }
+        }
+        line.push_str(&h.prefix);
+        for (i, (name, v)) in FIELDS.iter().zip(h.state.iter()).enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            line.push_str(name);
+            line.push('=');
+            push_value(line, *v, self.values);
+        }
+        line.push(' ');
+        push_int(line, ts);
+        line.push('\n');
+        self.host += 1;
+        if self.host == self.hosts.len() {
+            self.host = 0;
+            self.epoch += 1;
+        }
+    }
+}
+
 /// Writes `hosts × (duration / 10 s)` rows to `out`.
 pub fn generate(
     hosts: u32,
@@ -168,57 +228,32 @@ pub fn generate(
     values: Values,
     out: &Path,
 ) -> Result<Summary, String> {
-    if hosts == 0 {
-        return Err("--scale must be at least 1".into());
-    }
     let epochs = duration_s * 1_000_000_000 / INTERVAL_NS as u64;
+    let mut gen = Rows::new(hosts, seed, values)?;
     if epochs == 0 {
         return Err("--duration must be at least 10s".into());
     }
     let started = Instant::now();
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut normal = Normal { spare: None };
-    let mut hosts: Vec<Host> = (0..hosts).map(|i| new_host(&mut rng, i)).collect();
     let file = File::create(out).map_err(|e| format!("creating {}: {e}", out.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let mut line = String::with_capacity(512);
-    let mut rows = 0u64;
+    let total = epochs * u64::from(hosts);
     let mut bytes = 0u64;
-    for epoch in 0..epochs {
-        let ts = START_NS + epoch as i64 * INTERVAL_NS;
-        for h in &mut hosts {
-            if epoch > 0 {
-                for s in &mut h.state {
-                    *s = (*s + normal.sample(&mut rng)).clamp(0.0, 100.0);
-                }
-            }
-            line.clear();
-            line.push_str(&h.prefix);
-            for (i, (name, v)) in FIELDS.iter().zip(h.state.iter()).enumerate() {
-                if i > 0 {
-                    line.push(',');
-                }
-                line.push_str(name);
-                line.push('=');
-                push_value(&mut line, *v, values);
-            }
-            line.push(' ');
-            push_int(&mut line, ts);
-            line.push('\n');
-            w.write_all(line.as_bytes())
-                .map_err(|e| format!("writing {}: {e}", out.display()))?;
-            rows += 1;
-            bytes += line.len() as u64;
-        }
+    for _ in 0..total {
+        line.clear();
+        gen.next_into(&mut line);
+        w.write_all(line.as_bytes())
+            .map_err(|e| format!("writing {}: {e}", out.display()))?;
+        bytes += line.len() as u64;
     }
     w.flush()
         .map_err(|e| format!("writing {}: {e}", out.display()))?;
     eprintln!(
-        "generated {rows} rows ({:.1} MB) in {:.1}s",
+        "generated {total} rows ({:.1} MB) in {:.1}s",
         bytes as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
-    Ok(Summary { rows, bytes })
+    Ok(Summary { rows: total, bytes })
 }
 
 fn push_value(s: &mut String, v: f64, values: Values) {

@@ -1,10 +1,11 @@
 //! `sluice-bench`: generates TSBS cpu-only line protocol, replays it against
-//! Sluice or any InfluxDB line protocol endpoint, times queries and checks
-//! what Sluice stored. See benches/README.md.
+//! Sluice or any InfluxDB line protocol endpoint or MQTT broker, times
+//! queries and checks what Sluice stored. See benches/README.md.
 
 mod generate;
 mod json;
 mod load;
+mod mqtt;
 mod query;
 mod verify;
 
@@ -17,7 +18,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice-bench",
-    about = "Benchmarks on TSBS cpu-only data: ingest over HTTP or TCP, query latency, read-back checks"
+    about = "Benchmarks on TSBS cpu-only data: ingest over HTTP, TCP or MQTT, query latency, read-back checks"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -68,6 +69,48 @@ enum Command {
         #[arg(long)]
         expect_rows: Option<u64>,
         /// Per-request timeout in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Publish TSBS cpu-only line protocol over MQTT and report messages/s and rows/s
+    /// until every message is acknowledged (QoS 1) or written (QoS 0).
+    Mqtt {
+        /// Broker address, host:port.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        broker: String,
+        /// Topic to publish to (Sluice stores line protocol on ingest/<db> in <db>).
+        #[arg(long, default_value = "ingest/bench")]
+        topic: String,
+        /// 1: done when every PUBACK is in; 0: done when every PUBLISH is written to the socket.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+        qos: u8,
+        /// Publishing connections; each sends every Nth message (round robin).
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Unacknowledged QoS 1 messages allowed per connection (rumqttc's in-flight window).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+        inflight: u16,
+        /// Line protocol rows per message (the benchmark uses 1 and 100).
+        #[arg(long, default_value_t = 1)]
+        lines: usize,
+        /// Messages to publish in all.
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// Hosts in the generated data (rows cycle through them, then advance 10 s).
+        #[arg(long, default_value_t = 100)]
+        scale: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = generate::Values::Full)]
+        values: generate::Values,
+        /// Also subscribe to the topic on one more connection and time until every
+        /// message has been delivered to it (for brokers that store nothing).
+        #[arg(long)]
+        subscribe: bool,
+        /// Client runtime threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Give up (and fail) after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
@@ -148,6 +191,35 @@ fn main() -> ExitCode {
                 timeout: Duration::from_secs(timeout),
             })
         }
+        Command::Mqtt {
+            broker,
+            topic,
+            qos,
+            connections,
+            inflight,
+            lines,
+            messages,
+            scale,
+            seed,
+            values,
+            subscribe,
+            threads,
+            timeout,
+        } => mqtt::run(&mqtt::MqttArgs {
+            broker,
+            topic,
+            qos,
+            connections,
+            inflight,
+            lines,
+            messages,
+            scale,
+            seed,
+            values,
+            subscribe,
+            threads,
+            timeout: Duration::from_secs(timeout),
+        }),
         Command::Verify {
             data,
             url,

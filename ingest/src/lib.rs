@@ -4,6 +4,7 @@
 pub mod deadletter;
 pub mod error;
 pub mod json;
+pub mod kafka;
 pub mod lp;
 mod lpfast;
 pub mod messages;

@@ -81,22 +81,22 @@ impl<'c> MessageBatch<'c> {
         self.dead_letter(msg, "no route matches this topic".into());
     }
 
-    /// Adds `msg` under `route`. Rows that cannot be stored, or a payload
-    /// that does not parse, become a dead letter; only a failure of the
-    /// catalog itself is an error.
+    /// Adds `msg` under `route` and returns how many of its rows will be
+    /// stored. Rows that cannot be stored, or a payload that does not parse,
+    /// become a dead letter; only a failure of the catalog itself is an error.
     pub fn add(
         &mut self,
         route: &Route,
         captures: &[(String, String)],
         msg: &Message<'_>,
-    ) -> Result<(), IngestError> {
+    ) -> Result<usize, IngestError> {
         self.messages += 1;
         self.bytes += msg.payload.len();
         let (db, tags) = match route.resolve(captures) {
             Ok(r) => r,
             Err(e) => {
                 self.dead_letter(msg, e);
-                return Ok(());
+                return Ok(0);
             }
         };
         if !self.sinks.contains_key(&db) {
@@ -106,22 +106,24 @@ impl<'c> MessageBatch<'c> {
                 }
                 Err(IngestError::Database(e)) => {
                     self.dead_letter(msg, e);
-                    return Ok(());
+                    return Ok(0);
                 }
                 Err(e) => return Err(e),
             }
         }
         let Some(sink) = self.sinks.get_mut(&db) else {
-            return Ok(());
+            return Ok(0);
         };
+        let before = sink.accepted();
         let res = route.prepare_into(sink, msg.payload, &tags, msg.arrival);
+        let rows = sink.accepted() - before;
         let (count, reasons) = sink.take_rejections();
         match res {
             Ok(()) => {}
             Err(IngestError::Engine(e)) => return Err(IngestError::Engine(e)),
             Err(e) => {
                 self.dead_letter(msg, e.to_string());
-                return Ok(());
+                return Ok(rows);
             }
         }
         if count > 0 {
@@ -136,7 +138,7 @@ impl<'c> MessageBatch<'c> {
             }
             self.dead_letter(msg, error);
         }
-        Ok(())
+        Ok(rows)
     }
 
     /// Makes the batch durable: its rows in the shard logs, then its dead
@@ -144,7 +146,12 @@ impl<'c> MessageBatch<'c> {
     /// backpressure) the caller may retry the same messages, which rewrites
     /// the same points.
     pub async fn commit(self, engine: &EngineHandle) -> Result<Committed, IngestError> {
-        let mut out = Committed {
+        self.into_writes()?.write(engine).await
+    }
+
+    /// Builds the shard writes, ready to be written (and retried).
+    pub fn into_writes(self) -> Result<PreparedMessages, IngestError> {
+        let mut committed = Committed {
             messages: self.messages,
             dead_letters: self.dead.len(),
             ..Default::default()
@@ -152,7 +159,7 @@ impl<'c> MessageBatch<'c> {
         let mut per_shard: Vec<Vec<sluice_engine::TableBatch>> =
             vec![Vec::new(); self.shards.max(1)];
         for (_, sink) in self.sinks {
-            out.rows += sink.accepted();
+            committed.rows += sink.accepted();
             for (shard, tables) in sink.finish_tables()?.0 {
                 if let Some(v) = per_shard.get_mut(shard) {
                     v.extend(tables);
@@ -165,10 +172,33 @@ impl<'c> MessageBatch<'c> {
                 writes.push((shard, WriteBatch::new(tables)?));
             }
         }
-        if !writes.is_empty() {
-            engine.write(writes).await?;
+        Ok(PreparedMessages {
+            writes,
+            dead: self.dead,
+            committed,
+        })
+    }
+}
+
+/// A batch turned into shard writes.
+pub struct PreparedMessages {
+    writes: Vec<(usize, WriteBatch)>,
+    dead: Vec<DeadLetter>,
+    committed: Committed,
+}
+
+impl PreparedMessages {
+    pub fn committed(&self) -> Committed {
+        self.committed
+    }
+
+    /// Writes rows, then dead letters, and resolves when both are durable.
+    /// Writing again after an error rewrites the same points.
+    pub async fn write(&self, engine: &EngineHandle) -> Result<Committed, IngestError> {
+        if !self.writes.is_empty() {
+            engine.write(self.writes.clone()).await?;
         }
-        deadletter::record(engine, self.dead).await?;
-        Ok(out)
+        deadletter::record(engine, self.dead.clone()).await?;
+        Ok(self.committed)
     }
 }

@@ -22,21 +22,34 @@ use sluice_engine::EngineHandle;
 
 pub use error::QueryError;
 pub use output::{Encoder, Format};
+pub use system::LiveTable;
 pub use table::CATALOG;
 
 pub struct QueryEngine {
     engine: EngineHandle,
     catalog: Arc<table::SluiceCatalog>,
+    live: Vec<Arc<dyn LiveTable>>,
     runtime: Arc<RuntimeEnv>,
 }
 
 impl QueryEngine {
     pub fn new(engine: EngineHandle) -> Self {
         QueryEngine {
-            catalog: Arc::new(table::SluiceCatalog::new(engine.clone())),
+            catalog: Arc::new(table::SluiceCatalog::new(engine.clone(), Vec::new())),
             engine,
+            live: Vec::new(),
             runtime: Arc::new(RuntimeEnv::default()),
         }
+    }
+
+    /// Adds a table to the `system` schema.
+    pub fn with_system_table(mut self, table: Arc<dyn LiveTable>) -> Self {
+        self.live.push(table);
+        self.catalog = Arc::new(table::SluiceCatalog::new(
+            self.engine.clone(),
+            self.live.clone(),
+        ));
+        self
     }
 
     fn context(&self, db: Option<&str>) -> SessionContext {

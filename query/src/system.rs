@@ -21,8 +21,16 @@ pub const SYSTEM: &str = "system";
 const TABLES: [&str; 3] = ["chunks", "tables", DEAD_LETTERS];
 const DEAD_LETTERS: &str = "dead_letters";
 
+/// A `system` table whose rows live outside the engine (such as the Kafka
+/// consumer's partitions), read afresh by every query.
+pub trait LiveTable: Send + Sync {
+    fn name(&self) -> &str;
+    fn batch(&self) -> std::result::Result<RecordBatch, arrow::error::ArrowError>;
+}
+
 pub struct SystemSchema {
     pub engine: EngineHandle,
+    pub live: Arc<[Arc<dyn LiveTable>]>,
 }
 
 impl fmt::Debug for SystemSchema {
@@ -34,10 +42,19 @@ impl fmt::Debug for SystemSchema {
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        TABLES.iter().map(|t| t.to_string()).collect()
+        TABLES
+            .iter()
+            .map(|t| t.to_string())
+            .chain(self.live.iter().map(|t| t.name().to_string()))
+            .collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(t) = self.live.iter().find(|t| t.name() == name) {
+            let batch = t.batch()?;
+            let mem = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+            return Ok(Some(Arc::new(mem)));
+        }
         let kind = match name {
             DEAD_LETTERS => return dead_letters(&self.engine).await.map(Some),
             "chunks" => Kind::Chunks,
@@ -51,7 +68,7 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        TABLES.contains(&name)
+        TABLES.contains(&name) || self.live.iter().any(|t| t.name() == name)
     }
 }
 

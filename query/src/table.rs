@@ -21,11 +21,15 @@ pub const CATALOG: &str = "sluice";
 
 pub struct SluiceCatalog {
     engine: EngineHandle,
+    live: Arc<[Arc<dyn crate::system::LiveTable>]>,
 }
 
 impl SluiceCatalog {
-    pub fn new(engine: EngineHandle) -> Self {
-        SluiceCatalog { engine }
+    pub fn new(engine: EngineHandle, live: Vec<Arc<dyn crate::system::LiveTable>>) -> Self {
+        SluiceCatalog {
+            engine,
+            live: live.into(),
+        }
     }
 }
 
@@ -54,6 +58,7 @@ impl CatalogProvider for SluiceCatalog {
         if name == crate::system::SYSTEM {
             return Some(Arc::new(crate::system::SystemSchema {
                 engine: self.engine.clone(),
+                live: self.live.clone(),
             }));
         }
         if !self.engine.catalog().database_exists(name) {

@@ -216,6 +216,31 @@ impl TestServer {
         false
     }
 
+    /// Sets (or with `None` removes) an environment variable for the next
+    /// start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
+    /// Waits for the server to exit on its own; `None` if it still runs
+    /// after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    self.child = None;
+                    return Some(st);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Starts the server again on the same data directory and ports.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server before restarting it");
@@ -245,7 +270,7 @@ impl TestServer {
     pub fn sql(&self, db: &str, sql: &str) -> Value {
         let r = self
             .authed(self.client.post(self.url("/api/v1/sql")))
-            .json(&serde_json::json!({"db": db, "sql": sql}))
+            .json(&sql_body(db, sql))
             .send()
             .expect("sql request");
         let status = r.status();
@@ -267,7 +292,7 @@ impl TestServer {
     pub fn sql_raw(&self, db: &str, sql: &str) -> (u16, String) {
         let r = self
             .authed(self.client.post(self.url("/api/v1/sql")))
-            .json(&serde_json::json!({"db": db, "sql": sql}))
+            .json(&sql_body(db, sql))
             .send()
             .expect("sql request");
         let status = r.status().as_u16();
@@ -324,6 +349,15 @@ impl TestServer {
     pub fn tcp_send(&self, data: &[u8]) {
         let mut s = TcpStream::connect(self.lp_tcp).expect("connect lp tcp");
         s.write_all(data).expect("tcp write");
+    }
+}
+
+/// The SQL request; an empty `db` names none (for `system` tables).
+fn sql_body(db: &str, sql: &str) -> Value {
+    if db.is_empty() {
+        serde_json::json!({ "sql": sql })
+    } else {
+        serde_json::json!({ "db": db, "sql": sql })
     }
 }
 

@@ -155,5 +155,10 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Result<impl IntoRespons
         "counter",
         &[(String::new(), load(&mqtt.dead_letters))],
     );
+    if let Some(status) = &st.kafka {
+        for (name, help, kind, samples) in crate::kafka::metrics(status) {
+            metric(&mut out, name, help, kind, &samples);
+        }
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }

@@ -17,6 +17,7 @@ use crate::error::ApiError;
 
 pub struct AppState {
     pub engine: EngineHandle,
+    pub kafka: Option<Arc<sluice_ingest::kafka::KafkaStatus>>,
     pub query: QueryEngine,
     pub max_body_bytes: usize,
     pub auth_token: Option<String>,

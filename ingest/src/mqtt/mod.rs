@@ -158,6 +158,8 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
         .name("mqtt")
         .laddr(cfg.addr)
         .reuseaddr(Some(true))
+        // PUBACKs are tiny; Nagle would hold them back.
+        .nodelay(true)
         .max_packet_size(max_packet)
         .allow_anonymous(cfg.users.is_empty())
         .max_inflight(NonZeroU16::new(256).unwrap_or(NonZeroU16::MIN))
