@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # Variables set here are read by the scripts that source this file.
 # shellcheck disable=SC2034
-# Shared by benches/ingest.sh, storage.sh, queries.sh and mqtt.sh: setup, process
-# accounting, and how to start, feed, flush and question each system.
+# Shared by benches/ingest.sh, storage.sh, queries.sh, mqtt.sh and kafka.sh:
+# setup, process accounting, and how to start, feed, flush and question each
+# system.
 # Source it after setting:
 #   SCRIPT                        name for messages (e.g. storage.sh)
 #   SYSTEMS, BASE_PORT, KEEP, DB, SLUICE_SHARDS, SLUICE_BIN (the scripts' defaults)

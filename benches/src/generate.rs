@@ -101,7 +101,8 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
             ))
         }
     };
-    Ok(n * mult)
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 /// Standard normal variates by the polar Box–Muller method.

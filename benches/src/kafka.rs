@@ -69,6 +69,9 @@ pub fn parse_property(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// How long creating the topic may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How many global errors librdkafka may report before the rest are only counted.
 const ERRORS_SHOWN: u64 = 5;
 
@@ -154,7 +157,9 @@ fn ensure_topic(args: &ProduceArgs, partitions: i32) -> Result<(), String> {
         .create()
         .map_err(|e| format!("creating the Kafka admin client: {e}"))?;
     let topic = NewTopic::new(&args.topic, partitions, TopicReplication::Fixed(1));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let opts = AdminOptions::new()
+        .request_timeout(Some(ADMIN_TIMEOUT))
+        .operation_timeout(Some(ADMIN_TIMEOUT));
     // The admin client completes its futures from a thread of its own; any
     // executor will do, and a current-thread runtime is the smallest.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -163,14 +168,15 @@ fn ensure_topic(args: &ProduceArgs, partitions: i32) -> Result<(), String> {
         .map_err(|e| format!("starting the tokio runtime: {e}"))?;
     let results = rt
         .block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(60),
-                admin.create_topics([&topic], &opts),
-            )
-            .await
+            tokio::time::timeout(2 * ADMIN_TIMEOUT, admin.create_topics([&topic], &opts)).await
         })
-        .map_err(|_| format!("creating topic {}: no answer within 60 s", args.topic))?
-        .map_err(|e| format!("creating topic {}: {e}", args.topic))?;
+        .map_err(|_| format!("creating topic {}: no answer", args.topic))?
+        .map_err(|e| {
+            format!(
+                "creating topic {} (is a broker listening at {}?): {e}",
+                args.topic, args.brokers
+            )
+        })?;
     for r in results {
         match r {
             Ok(_) => eprintln!(
@@ -246,6 +252,17 @@ struct Out<'a> {
     rows: usize,
 }
 
+/// Rows in the data: one per host per interval.
+fn total_rows(args: &ProduceArgs) -> Result<u64, String> {
+    let epochs = args.duration_s / (INTERVAL_NS as u64 / 1_000_000_000);
+    if epochs == 0 {
+        return Err("--duration must be at least 10s".into());
+    }
+    epochs
+        .checked_mul(u64::from(args.scale))
+        .ok_or_else(|| "--duration x --scale is too large".to_string())
+}
+
 /// Generates the rows and cuts them into messages, calling `emit` for each
 /// in the order a live producer would send them.
 fn messages(
@@ -254,11 +271,7 @@ fn messages(
     mut emit: impl FnMut(Out<'_>) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut rows = Rows::new(args.scale, args.seed, args.values)?;
-    let epochs = args.duration_s * 1_000_000_000 / INTERVAL_NS as u64;
-    if epochs == 0 {
-        return Err("--duration must be at least 10s".into());
-    }
-    let total = epochs * u64::from(args.scale);
+    let total = total_rows(args)?;
     let cap = args.lines.saturating_mul(520).min(64 << 20);
     match args.partitioning {
         Partitioning::Host => {
@@ -326,6 +339,9 @@ pub fn run(args: &ProduceArgs) -> Result<(), String> {
     if args.partitions.is_some_and(|p| p < 1) {
         return Err("--partitions must be at least 1".into());
     }
+    // Bad input fails here, before any connection is tried.
+    Rows::new(args.scale, args.seed, args.values)?;
+    total_rows(args)?;
     if let Some(p) = args.partitions {
         ensure_topic(args, p)?;
     }
@@ -388,9 +404,7 @@ pub fn run(args: &ProduceArgs) -> Result<(), String> {
     }
     let errors = producer.context().errors.load(Ordering::Relaxed);
     if errors > ERRORS_SHOWN {
-        eprintln!(
-            "kafka-produce: librdkafka reported {errors} errors ({ERRORS_SHOWN} shown)"
-        );
+        eprintln!("kafka-produce: librdkafka reported {errors} errors ({ERRORS_SHOWN} shown)");
     }
     if d.failed > 0 || ok_msgs != msgs || ok_rows != rows {
         return Err(format!(

@@ -26,9 +26,9 @@ fn tansu_bin() -> PathBuf {
         });
     match bin {
         Some(b) if b.is_file() => b,
-        _ => panic!(
-            "tansu is not installed: `bash scripts/test.sh` installs it and sets TANSU_BIN"
-        ),
+        _ => {
+            panic!("tansu is not installed: `bash scripts/test.sh` installs it and sets TANSU_BIN")
+        }
     }
 }
 
@@ -44,8 +44,19 @@ impl Tansu {
         let url = format!("tcp://127.0.0.1:{port}");
         let log = tempfile::NamedTempFile::new().expect("log file");
         let child = Command::new(tansu_bin())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/", "--cluster-id", "sluice-e2e"])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args([
+                "--storage-engine",
+                "memory://tansu/",
+                "--cluster-id",
+                "sluice-e2e",
+            ])
             .stdin(Stdio::null())
             .stdout(log.reopen().expect("log"))
             .stderr(log.reopen().expect("log"))
@@ -65,7 +76,13 @@ impl Tansu {
 
     fn create_topic(&self, name: &str, partitions: u32) {
         let out = Command::new(tansu_bin())
-            .args(["topic", "create", name, "--partitions", &partitions.to_string()])
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ])
             .args(["--broker", &self.url])
             .output()
             .expect("tansu topic create");
@@ -137,7 +154,13 @@ fn consumes_from_tansu_exactly_once_across_a_sigkill() {
     let n = 20_000i64;
     // One untimed line per message: its time is the message timestamp.
     for i in 0..n {
-        send(&p, "meters", (i % 4) as i32, T0_MS + i, &format!("meter,id=m{} kwh={i}i", i % 50));
+        send(
+            &p,
+            "meters",
+            (i % 4) as i32,
+            T0_MS + i,
+            &format!("meter,id=m{} kwh={i}i", i % 50),
+        );
     }
     for i in 0..200i64 {
         send(
@@ -145,7 +168,13 @@ fn consumes_from_tansu_exactly_once_across_a_sigkill() {
             "events",
             0,
             T0_MS + i,
-            &format!(r#"{{"at": "2024-05-01T12:00:{:02}.{:03}Z", "door": "d{}", "open": {}}}"#, i / 1000, i % 1000, i % 3, i % 2 == 0),
+            &format!(
+                r#"{{"at": "2024-05-01T12:00:{:02}.{:03}Z", "door": "d{}", "open": {}}}"#,
+                i / 1000,
+                i % 1000,
+                i % 3,
+                i % 2 == 0
+            ),
         );
     }
     send(&p, "meters", 0, T0_MS, "garbage that is not line protocol");
@@ -192,7 +221,10 @@ tags = ["door"]
     assert_eq!(r[0][1], n, "no gaps");
     assert_eq!(r[0][2], T0_MS * 1_000_000);
     assert_eq!(r[0][3], (T0_MS + n - 1) * 1_000_000);
-    let doors = s.rows("energy", "SELECT count(DISTINCT door), sum(CAST(open AS INT)) FROM doors");
+    let doors = s.rows(
+        "energy",
+        "SELECT count(DISTINCT door), sum(CAST(open AS INT)) FROM doors",
+    );
     assert_eq!(doors[0][0], 3);
     assert_eq!(doors[0][1], 100);
     let dead = s.rows(
@@ -200,13 +232,22 @@ tags = ["door"]
         "SELECT topic, \"partition\", \"offset\" FROM system.dead_letters",
     );
     assert!(!dead.is_empty());
-    assert!(dead.iter().all(|d| d[0] == "meters" && d[1] == 0 && d[2] == 5_000));
+    assert!(dead
+        .iter()
+        .all(|d| d[0] == "meters" && d[1] == 0 && d[2] == 5_000));
     // librdkafka's statistics carry tansu's high watermarks: lag reaches 0.
-    wait_until("lag reaches 0", &s, || {
-        scalar(
-            &s,
-            "",
-            "SELECT sum(lag) FROM system.kafka_partitions WHERE assigned",
-        ) == Some(0)
-    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scalar(
+        &s,
+        "",
+        "SELECT sum(lag) FROM system.kafka_partitions WHERE assigned",
+    ) != Some(0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "lag stays: {:?}",
+            s.rows("", "SELECT * FROM system.kafka_partitions")
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
 }

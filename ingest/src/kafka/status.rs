@@ -105,7 +105,8 @@ impl KafkaStatus {
     }
 
     /// librdkafka's periodic statistics carry each partition's high
-    /// watermark as its last fetch saw it; they also pace the rate figure.
+    /// watermark as its last fetch saw it (right even where a broker's
+    /// ListOffsets answer is not, as on tansu); they also pace the rate.
     pub(super) fn watermarks(&self, stats: &Statistics) {
         let now = Instant::now();
         for (name, topic) in &stats.topics {
@@ -114,7 +115,13 @@ impl KafkaStatus {
                 if partition < 0 || p.hi_offset < 0 {
                     continue;
                 }
-                self.with(name, partition, |e| e.status.high_watermark = p.hi_offset);
+                // The committed offset is librdkafka's too: after a restart
+                // it is what the group had committed before, which this
+                // process never committed itself.
+                self.with(name, partition, |e| {
+                    e.status.high_watermark = p.hi_offset;
+                    e.status.committed_offset = e.status.committed_offset.max(p.committed_offset);
+                });
             }
         }
         let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
