@@ -418,3 +418,94 @@ fn unsafe_kill(pid: u32) {
         .args(["-9", &pid.to_string()])
         .status();
 }
+
+/// Collects the payloads of the publishes `rx` receives until `quiet`
+/// passes without one.
+fn received(rx: &mpsc::Receiver<Result<Event, String>>, quiet: Duration) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(ev) = rx.recv_timeout(quiet) {
+        if let Ok(Event::Incoming(Packet::Publish(p))) = ev {
+            out.push(String::from_utf8_lossy(&p.payload).into_owned());
+        }
+    }
+    out
+}
+
+fn wait_suback(rx: &mpsc::Receiver<Result<Event, String>>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Ok(Event::Incoming(Packet::SubAck(_)))) = rx.recv_timeout(Duration::from_secs(10))
+        {
+            return;
+        }
+    }
+    panic!("no SUBACK");
+}
+
+#[test]
+fn shared_subscriptions_split_messages_between_members() {
+    let s = TestServer::start();
+    let mut members = Vec::new();
+    for id in ["worker-a", "worker-b"] {
+        let (c, conn) = Client::new(options(&s, id), 100);
+        let rx = drive(conn);
+        wait_connack(&rx).unwrap();
+        c.subscribe("$share/workers/jobs/+", QoS::AtLeastOnce)
+            .unwrap();
+        wait_suback(&rx);
+        members.push((c, rx));
+    }
+    let (publisher, conn) = Client::new(options(&s, "dispatcher"), 100);
+    let _prx = drive(conn);
+    for i in 0..40 {
+        publisher
+            .publish("jobs/resize", QoS::AtLeastOnce, false, format!("job-{i}"))
+            .unwrap();
+    }
+    let a = received(&members[0].1, Duration::from_secs(2));
+    let b = received(&members[1].1, Duration::from_secs(1));
+    assert_eq!(a.len() + b.len(), 40, "a: {a:?}\nb: {b:?}");
+    assert!(!a.is_empty() && !b.is_empty(), "both members get work");
+    let all: HashSet<&String> = a.iter().chain(&b).collect();
+    assert_eq!(all.len(), 40, "each message to exactly one member");
+}
+
+#[test]
+fn a_persistent_session_gets_what_was_published_while_it_was_away() {
+    let s = TestServer::start();
+    let mut opts = options(&s, "field-unit-7");
+    opts.set_clean_session(false);
+    // Subscribe, then drop the connection: rmqtt keeps a session open
+    // after DISCONNECT until the client closes the socket, so close it.
+    let (c, mut conn) = Client::new(opts.clone(), 10);
+    c.subscribe("commands/unit-7", QoS::AtLeastOnce).unwrap();
+    for ev in conn.iter() {
+        if let Ok(Event::Incoming(Packet::SubAck(_))) = ev {
+            break;
+        }
+        ev.expect("first connection");
+    }
+    drop(conn);
+    drop(c);
+    thread::sleep(Duration::from_millis(500));
+
+    let (publisher, conn) = Client::new(options(&s, "control-room"), 10);
+    let prx = drive(conn);
+    wait_connack(&prx).unwrap();
+    for i in 0..5 {
+        publisher
+            .publish(
+                "commands/unit-7",
+                QoS::AtLeastOnce,
+                false,
+                format!("cmd-{i}"),
+            )
+            .unwrap();
+    }
+    thread::sleep(Duration::from_millis(500));
+
+    let (_c, conn) = Client::new(opts, 10);
+    let rx = drive(conn);
+    let got = received(&rx, Duration::from_secs(2));
+    assert_eq!(got, (0..5).map(|i| format!("cmd-{i}")).collect::<Vec<_>>());
+}

@@ -1,8 +1,8 @@
 //! What Sluice plugs into rmqtt: password authentication, the ingest hook,
-//! and retained-message storage.
+//! retained-message storage and shared-subscription balancing.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +10,10 @@ use async_trait::async_trait;
 use futures::channel::oneshot;
 use rmqtt::codec::types::QoS;
 use rmqtt::codec::v5::PublishAckReason;
+use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::retain::{DefaultRetainStorage, RetainStorage};
+use rmqtt::subscribe::SharedSubscription;
 use rmqtt::types::{
     AuthResult, FromType, Publish, PublishAclResult, PublishResult, Retain, TopicFilter, TopicName,
 };
@@ -193,5 +195,55 @@ impl RetainStorage for Retained {
 
     async fn max(&self) -> isize {
         self.max.load(Ordering::Relaxed)
+    }
+}
+
+/// Shared subscriptions (`$share/<group>/<filter>`): each message goes to
+/// one member of the group, taking turns, preferring members that are
+/// connected; when all are offline, one persistent session queues it.
+#[derive(Default)]
+pub struct Shared {
+    next: AtomicUsize,
+}
+
+type Member = (
+    rmqtt::types::NodeId,
+    rmqtt::types::ClientId,
+    rmqtt::types::SubscriptionOptions,
+    Option<Vec<rmqtt::types::SubscriptionIdentifier>>,
+    Option<rmqtt::types::IsOnline>,
+);
+
+#[async_trait]
+impl SharedSubscription for Shared {
+    fn is_supported(&self) -> bool {
+        true
+    }
+
+    async fn choice(
+        &self,
+        scx: &ServerContext,
+        _group: &rmqtt::types::SharedGroup,
+        _publisher: &rmqtt::types::Id,
+        _topic: &TopicName,
+        members: &[Member],
+    ) -> Option<(usize, rmqtt::types::IsOnline)> {
+        if members.is_empty() {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let router = scx.extends.router().await;
+        for i in 0..members.len() {
+            let idx = (start + i) % members.len();
+            let (node, client, _, _, online) = &members[idx];
+            let online = match online {
+                Some(o) => *o,
+                None => router.is_online(*node, client).await,
+            };
+            if online {
+                return Some((idx, true));
+            }
+        }
+        Some((start % members.len(), false))
     }
 }

@@ -164,7 +164,10 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
         .allow_anonymous(cfg.users.is_empty())
         .max_inflight(NonZeroU16::new(256).unwrap_or(NonZeroU16::MIN))
         .max_mqueue_len(10_000)
-        .session_expiry_interval(Duration::ZERO)
+        // For MQTT 3.1.1 clients with CleanSession=0, which carry no
+        // expiry of their own: their session (subscriptions, queued QoS 1/2
+        // messages) outlives a disconnect by this long.
+        .session_expiry_interval(Duration::from_secs(2 * 3600))
         .max_session_expiry_interval(Duration::from_secs(7 * 24 * 3600))
         .max_topic_aliases(64)
         .bind()
@@ -174,6 +177,7 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
 
     let scx = ServerContext::new().build().await;
     *scx.extends.retain_mut().await = Box::new(hooks::Retained::default());
+    *scx.extends.shared_subscription_mut().await = Box::new(hooks::Shared::default());
     let pipeline = pipeline::Pipeline::start(engine);
     let register = scx.extends.hook_mgr().register();
     if !cfg.users.is_empty() {
