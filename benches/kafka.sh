@@ -13,9 +13,10 @@
 #      `sluice-bench kafka-produce` preloads a topic of its own (PARTITIONS
 #      partitions, messages keyed by host), then a fresh Sluice with a
 #      [kafka] route to that topic and a fresh consumer group is started and
-#      timed from its launch until `SELECT count(*) FROM cpu` equals the rows
-#      produced; system.kafka_partitions is sampled every SAMPLE_S into a CSV
-#      (the lag curve).
+#      timed from its launch until system.kafka_partitions shows every row
+#      durable and `SELECT count(*) FROM cpu` confirms the rows produced;
+#      system.kafka_partitions is sampled every SAMPLE_S into a CSV (the lag
+#      curve).
 #
 # Environment:
 #   SCALE=100 DURATION=1d SEED=1      data: hosts, time span, RNG seed

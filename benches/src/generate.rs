@@ -295,6 +295,7 @@ mod tests {
         assert_eq!(parse_duration("90"), Ok(90));
         assert!(parse_duration("1y").is_err());
         assert!(parse_duration("d").is_err());
+        assert!(parse_duration("99999999999999999w").is_err());
     }
 
     #[test]

@@ -1,23 +1,23 @@
-//! The poll loop and the committer (see the module above for the design).
+//! The librdkafka client and the poll loop; the threads it feeds are in
+//! `parse` and `commit` (see the module above for the design).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::{Message as _, Timestamp};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::OwnedMessage;
 use rdkafka::statistics::Statistics;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use sluice_engine::{EngineError, EngineHandle};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use sluice_engine::EngineHandle;
 
+use super::commit::Committer;
+use super::parse::{Parser, Raw, Ready};
 use super::status::KafkaStatus;
-use super::{KafkaError, METRICS};
-use crate::deadletter::Source;
-use crate::error::IngestError;
-use crate::messages::{Committed, Message, MessageBatch, PreparedMessages};
+use super::KafkaError;
 use crate::route::Route;
 
 /// How long the poller waits for the first message of a batch.
@@ -69,7 +69,7 @@ impl ConsumerContext for Ctx {
     }
 }
 
-fn describe(tpl: &TopicPartitionList) -> String {
+pub(super) fn describe(tpl: &TopicPartitionList) -> String {
     tpl.elements()
         .iter()
         .map(|e| format!("{}[{}]", e.topic(), e.partition()))
@@ -107,20 +107,6 @@ pub(super) struct Run {
     pub crash_after: Option<u64>,
 }
 
-/// One batch on its way to the committer: the writes, and per partition
-/// the next offset to commit and what the batch took from it.
-struct Ready {
-    writes: PreparedMessages,
-    partitions: BTreeMap<(String, i32), Progress>,
-}
-
-#[derive(Default)]
-struct Progress {
-    next_offset: i64,
-    messages: u64,
-    rows: u64,
-}
-
 impl Run {
     pub(super) fn run(self) {
         let Run {
@@ -134,7 +120,11 @@ impl Run {
             crash_after,
         } = self;
         let catalog = engine.catalog().clone();
-        let (tx, rx) = flume::bounded::<Ready>(1);
+        // Parsing is most of the work: one parser per core, with one batch
+        // queued ahead of each.
+        let parsers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+        let (raw_tx, raw_rx) = flume::bounded::<Raw>(parsers);
+        let (ready_tx, ready_rx) = flume::bounded::<Ready>(parsers);
         std::thread::scope(|scope| {
             let committer = Committer {
                 consumer: &consumer,
@@ -144,33 +134,35 @@ impl Run {
                 crash_after,
                 batches: 0,
             };
-            scope.spawn(move || committer.run(rx));
+            scope.spawn(move || committer.run(ready_rx));
+            for _ in 0..parsers {
+                let (rx, tx) = (raw_rx.clone(), ready_tx.clone());
+                let parser = Parser {
+                    routes: &routes,
+                    catalog: &catalog,
+                    shards: engine.shard_count(),
+                };
+                let stop = &stop;
+                scope.spawn(move || parser.run(rx, tx, stop));
+            }
+            drop((raw_rx, ready_tx));
             let poller = Poller {
                 consumer: &consumer,
                 errors: ErrorLog::default(),
-                routes: &routes,
-                catalog: &catalog,
-                shards: engine.shard_count(),
                 max_messages,
                 max_bytes,
             };
+            let mut seq = 0;
             while !stop.load(Ordering::Relaxed) {
-                match poller.batch(&stop) {
-                    Ok(Some(ready)) => {
-                        if tx.send(ready).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        // Only the catalog itself failing gets here; the
-                        // messages are not committed and come back.
-                        tracing::error!(error = %e, "Kafka batch could not be prepared");
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
+                let Some(messages) = poller.collect(&stop) else {
+                    continue;
+                };
+                if raw_tx.send(Raw { seq, messages }).is_err() {
+                    break;
                 }
+                seq += 1;
             }
-            drop(tx);
+            drop(raw_tx);
         });
         // Everything durable is committed by now; leave the group cleanly.
         consumer.unsubscribe();
@@ -203,21 +195,19 @@ impl ErrorLog {
 struct Poller<'a> {
     consumer: &'a KafkaClient,
     errors: ErrorLog,
-    routes: &'a HashMap<String, Arc<Route>>,
-    catalog: &'a sluice_engine::Catalog,
-    shards: usize,
     max_messages: usize,
     max_bytes: usize,
 }
 
 impl Poller<'_> {
     /// Polls until the batch is full, has lingered long enough, or there
-    /// is nothing to read.
-    fn batch(&self, stop: &AtomicBool) -> Result<Option<Ready>, IngestError> {
-        let mut batch = MessageBatch::new(self.catalog, self.shards, Source::Kafka);
-        let mut partitions: BTreeMap<(String, i32), Progress> = BTreeMap::new();
+    /// is nothing to read. Copying the payloads out frees librdkafka's
+    /// buffers and lets other threads parse them.
+    fn collect(&self, stop: &AtomicBool) -> Option<Vec<OwnedMessage>> {
+        let mut messages = Vec::new();
+        let mut bytes = 0;
         let mut deadline: Option<Instant> = None;
-        while batch.messages() < self.max_messages && batch.bytes() < self.max_bytes {
+        while messages.len() < self.max_messages && bytes < self.max_bytes {
             let wait = match deadline {
                 None => POLL_IDLE,
                 Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -225,184 +215,20 @@ impl Poller<'_> {
                     _ => break,
                 },
             };
-            let msg = match self.consumer.poll(wait) {
+            match self.consumer.poll(wait) {
                 None => {
                     if deadline.is_none() && stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    continue;
                 }
-                Some(Err(e)) => {
-                    self.errors.report(&e);
-                    continue;
-                }
-                Some(Ok(m)) => m,
-            };
-            deadline.get_or_insert_with(|| Instant::now() + LINGER);
-            let arrival = match msg.timestamp() {
-                Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => {
-                    ms.saturating_mul(1_000_000)
-                }
-                // Only pre-0.10 message formats lack a timestamp; such rows
-                // cannot get a time that survives redelivery.
-                Timestamp::NotAvailable => crate::lp::now_ns(),
-            };
-            let m = Message {
-                topic: msg.topic(),
-                partition: Some(msg.partition()),
-                offset: Some(msg.offset()),
-                payload: msg.payload().unwrap_or_default(),
-                arrival,
-            };
-            let rows = match self.routes.get(m.topic) {
-                Some(route) => batch.add(route, &[], &m)?,
-                None => {
-                    batch.add_unrouted(&m);
-                    0
-                }
-            };
-            let p = partitions
-                .entry((m.topic.to_string(), msg.partition()))
-                .or_default();
-            p.next_offset = msg.offset() + 1;
-            p.messages += 1;
-            p.rows += rows as u64;
-        }
-        if batch.messages() == 0 {
-            return Ok(None);
-        }
-        Ok(Some(Ready {
-            writes: batch.into_writes()?,
-            partitions,
-        }))
-    }
-}
-
-struct Committer<'a> {
-    consumer: &'a KafkaClient,
-    stop: &'a AtomicBool,
-    engine: &'a EngineHandle,
-    status: &'a KafkaStatus,
-    crash_after: Option<u64>,
-    batches: u64,
-}
-
-impl Committer<'_> {
-    fn run(mut self, rx: flume::Receiver<Ready>) {
-        // Offsets durable but not yet confirmed by the group coordinator.
-        let mut uncommitted: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        while let Ok(ready) = rx.recv() {
-            match self.write(&ready) {
-                Ok(c) => {
-                    self.record(&ready, c);
-                    for (key, p) in &ready.partitions {
-                        uncommitted.insert(key.clone(), p.next_offset);
-                    }
-                    self.batches += 1;
-                    if self.crash_after == Some(self.batches) {
-                        tracing::error!("failpoint: aborting after a durable batch, before its offsets are committed");
-                        std::process::abort();
-                    }
-                    // Synchronous, so the status shows what the coordinator
-                    // confirmed; the poller parses the next batch meanwhile.
-                    self.commit(&mut uncommitted);
-                }
-                Err(e) => {
-                    // Only when stopping: not committed, so redelivered.
-                    tracing::warn!(error = %e, "Kafka batch left uncommitted at shutdown");
-                    break;
+                Some(Err(e)) => self.errors.report(&e),
+                Some(Ok(m)) => {
+                    deadline.get_or_insert_with(|| Instant::now() + LINGER);
+                    bytes += m.payload_len();
+                    messages.push(m.detach());
                 }
             }
         }
-        if !uncommitted.is_empty() {
-            self.commit(&mut uncommitted);
-        }
-    }
-
-    /// Commits `uncommitted`; on success it is emptied. On failure the rows
-    /// are still durable: the next commit covers these offsets, and a
-    /// redelivery before it rewrites the same points. Partitions this
-    /// consumer no longer owns are dropped, since their commits can only fail.
-    fn commit(&self, uncommitted: &mut BTreeMap<(String, i32), i64>) {
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in uncommitted.iter() {
-            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
-                tracing::warn!(error = %e, %topic, partition, "bad Kafka offset");
-            }
-        }
-        match self.consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => {
-                self.status.committed(&tpl);
-                uncommitted.clear();
-            }
-            Err(e) => {
-                METRICS
-                    .offset_commit_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, partitions = %describe(&tpl), "Kafka offset commit failed");
-                if let Ok(owned) = self.consumer.assignment() {
-                    let owned: Vec<(String, i32)> = owned
-                        .elements()
-                        .iter()
-                        .map(|e| (e.topic().to_string(), e.partition()))
-                        .collect();
-                    uncommitted.retain(|k, _| owned.contains(k));
-                }
-            }
-        }
-    }
-
-    /// Writes the batch. Backpressure and failures are waited out with the
-    /// partitions paused (so librdkafka stops fetching): a later batch must
-    /// never commit offsets past one that is not durable. Gives up only when
-    /// stopping, leaving the batch uncommitted.
-    fn write(&self, ready: &Ready) -> Result<Committed, IngestError> {
-        let mut delay = Duration::from_millis(5);
-        let mut paused: Option<TopicPartitionList> = None;
-        let result = loop {
-            let err = match futures::executor::block_on(ready.writes.write(self.engine)) {
-                Ok(c) => break Ok(c),
-                Err(e) => e,
-            };
-            if !matches!(err, IngestError::Engine(EngineError::Backpressure { .. })) {
-                tracing::error!(error = %err, retry_in = ?delay, "Kafka messages could not be stored");
-            }
-            if self.stop.load(Ordering::Relaxed) {
-                break Err(err);
-            }
-            if paused.is_none() {
-                if let Ok(assignment) = self.consumer.assignment() {
-                    METRICS.backpressure_pauses.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = self.consumer.pause(&assignment) {
-                        tracing::warn!(error = %e, "Kafka pause failed");
-                    }
-                    tracing::info!("Kafka partitions paused until the shards take writes again");
-                    paused = Some(assignment);
-                }
-            }
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(2));
-        };
-        if let Some(tpl) = paused {
-            if let Err(e) = self.consumer.resume(&tpl) {
-                tracing::warn!(error = %e, "Kafka resume failed");
-            }
-            tracing::info!("Kafka partitions resumed");
-        }
-        result
-    }
-
-    fn record(&self, ready: &Ready, c: Committed) {
-        METRICS
-            .messages
-            .fetch_add(c.messages as u64, Ordering::Relaxed);
-        METRICS.rows.fetch_add(c.rows as u64, Ordering::Relaxed);
-        METRICS
-            .dead_letters
-            .fetch_add(c.dead_letters as u64, Ordering::Relaxed);
-        for ((topic, partition), p) in &ready.partitions {
-            self.status
-                .consumed(topic, *partition, p.next_offset, p.messages, p.rows);
-        }
+        (!messages.is_empty()).then_some(messages)
     }
 }

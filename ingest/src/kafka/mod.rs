@@ -8,14 +8,17 @@
 //! row that carries no time gets the Kafka message's own timestamp, which is
 //! the same on every delivery.
 //!
-//! Two threads: the *poller* owns the librdkafka poll loop and parses
-//! messages into a [`MessageBatch`]; the *committer* makes each batch
-//! durable, in order, and then commits its offsets. A bounded channel of one
-//! batch between them overlaps parsing with the log's fsync and bounds memory;
-//! while the shards push back, the committer pauses the assigned partitions
-//! so librdkafka stops fetching too.
+//! Threads of its own: the *poller* owns the librdkafka poll loop and cuts
+//! the stream into numbered batches; *parsers* (one per core) turn batches
+//! into shard writes in parallel; the *committer* makes each batch durable
+//! in poll order and then commits its offsets. Bounded channels between
+//! them overlap parsing with the log's fsync and bound memory; while the
+//! shards push back, the committer pauses the assigned partitions so
+//! librdkafka stops fetching too.
 
+mod commit;
 mod consumer;
+mod parse;
 mod status;
 
 use std::collections::{BTreeMap, HashMap};
@@ -103,7 +106,7 @@ const FIXED: [(&str, &str, &str); 3] = [
 ];
 
 /// Defaults a property may override.
-const DEFAULTS: [(&str, &str); 4] = [
+const DEFAULTS: [(&str, &str); 5] = [
     // A new group starts at the beginning of the topic, so data produced
     // before Sluice first ran is not skipped.
     ("auto.offset.reset", "earliest"),
@@ -111,6 +114,9 @@ const DEFAULTS: [(&str, &str); 4] = [
     // Bounds what librdkafka prefetches per partition.
     ("queued.max.messages.kbytes", "65536"),
     ("session.timeout.ms", "10000"),
+    // librdkafka's default (1 s) idles the fetcher each time its queue
+    // fills, which stalls a consumer that drains the queue in bursts.
+    ("fetch.queue.backoff.ms", "10"),
 ];
 
 impl KafkaConfig {
