@@ -1,20 +1,21 @@
 //! From broker hooks to shard writes. Each routed publish becomes a job on a
-//! bounded queue; one committer drains whatever is queued into a single
-//! [`MessageBatch`] (one write per shard, one group commit) and then answers
-//! every job of it. QoS 1 and 2 publishers wait for that answer before the
+//! bounded queue; one committer drains whatever is queued into a
+//! [`MessageBatch`] (one write per shard, one group commit), parsed on the
+//! blocking pool, and answers every job of it once it is durable. QoS 1 and 2 publishers wait for that answer before the
 //! broker acknowledges; QoS 0 publishers only wait for queue space, which is
 //! how a flood slows down to what the shards can take.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use sluice_engine::{EngineError, EngineHandle};
+use sluice_engine::{Catalog, EngineError, EngineHandle};
 
 use crate::deadletter::Source;
 use crate::error::IngestError;
-use crate::messages::{Message, MessageBatch};
+use crate::messages::{Committed, Message, MessageBatch, PreparedMessages};
 use crate::route::Route;
 
 /// Most publishes one batch takes.
@@ -56,24 +57,56 @@ impl Pipeline {
     }
 }
 
+/// Drains the queue into batches, parses up to one batch per core at a
+/// time off the async threads, and writes them in the order they were
+/// taken, so a connection's QoS 0 messages, which do not wait for each
+/// other, still reach each shard in order.
 async fn committer(engine: EngineHandle, rx: flume::Receiver<Job>) {
-    while let Ok(first) = rx.recv_async().await {
-        let mut jobs = vec![first];
-        let mut bytes = jobs[0].payload.len();
-        while jobs.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(j) => {
-                    bytes += j.payload.len();
-                    jobs.push(j);
+    let parsers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+    let mut parsing: VecDeque<tokio::task::JoinHandle<Parsed>> = VecDeque::new();
+    loop {
+        while parsing.len() < parsers {
+            let first = if parsing.is_empty() {
+                match rx.recv_async().await {
+                    Ok(j) => j,
+                    Err(_) => return,
                 }
-                Err(_) => break,
+            } else {
+                match rx.try_recv() {
+                    Ok(j) => j,
+                    Err(_) => break,
+                }
+            };
+            let jobs = drain(first, &rx);
+            let catalog = engine.catalog().clone();
+            let shards = engine.shard_count();
+            parsing.push_back(tokio::task::spawn_blocking(move || {
+                parse(&catalog, shards, jobs)
+            }));
+        }
+        let Some(oldest) = parsing.pop_front() else {
+            continue;
+        };
+        // A parse that panicked drops its jobs: their publishers are told
+        // the pipeline failed and are disconnected, so they resend.
+        let Ok(Parsed { jobs, prepared }) = oldest.await else {
+            tracing::error!("an MQTT batch could not be parsed");
+            continue;
+        };
+        let result = match prepared {
+            Ok(p) => write_with_retry(&engine, &p).await,
+            Err(e) => Err(e),
+        };
+        let answer = match result {
+            Ok(c) => {
+                super::METRICS.record(&c);
+                Ok(())
             }
-        }
-        let result = commit_with_retry(&engine, &jobs).await;
-        let answer = result.map(|_| ()).map_err(|e| e.to_string());
-        if let Err(e) = &answer {
-            tracing::error!(error = %e, messages = jobs.len(), "MQTT messages could not be stored");
-        }
+            Err(e) => {
+                tracing::error!(error = %e, messages = jobs.len(), "MQTT messages could not be stored");
+                Err(e.to_string())
+            }
+        };
         for j in jobs {
             if let Some(done) = j.done {
                 let _ = done.send(answer.clone());
@@ -82,32 +115,31 @@ async fn committer(engine: EngineHandle, rx: flume::Receiver<Job>) {
     }
 }
 
-/// Backpressure is waited out (the jobs' publishers keep waiting, and the
-/// queue fills up behind them); other errors are the batch's answer.
-async fn commit_with_retry(
-    engine: &EngineHandle,
-    jobs: &[Job],
-) -> Result<crate::messages::Committed, IngestError> {
-    let mut delay = Duration::from_millis(5);
-    loop {
-        match commit(engine, jobs).await {
-            Err(IngestError::Engine(EngineError::Backpressure { .. })) => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_millis(500));
+/// `first` and whatever else is queued, up to a batch's limits.
+fn drain(first: Job, rx: &flume::Receiver<Job>) -> Vec<Job> {
+    let mut bytes = first.payload.len();
+    let mut jobs = vec![first];
+    while jobs.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(j) => {
+                bytes += j.payload.len();
+                jobs.push(j);
             }
-            other => return other,
+            Err(_) => break,
         }
     }
+    jobs
 }
 
-async fn commit(
-    engine: &EngineHandle,
-    jobs: &[Job],
-) -> Result<crate::messages::Committed, IngestError> {
-    let catalog = engine.catalog().clone();
-    let batch = {
-        let mut batch = MessageBatch::new(&catalog, engine.shard_count(), Source::Mqtt);
-        for j in jobs {
+struct Parsed {
+    jobs: Vec<Job>,
+    prepared: Result<PreparedMessages, IngestError>,
+}
+
+fn parse(catalog: &Catalog, shards: usize, jobs: Vec<Job>) -> Parsed {
+    let prepared = (|| {
+        let mut batch = MessageBatch::new(catalog, shards, Source::Mqtt);
+        for j in &jobs {
             let msg = Message {
                 topic: &j.topic,
                 partition: None,
@@ -117,9 +149,25 @@ async fn commit(
             };
             batch.add(&j.route, &j.captures, &msg)?;
         }
-        batch
-    };
-    let committed = batch.commit(engine).await?;
-    super::METRICS.record(&committed);
-    Ok(committed)
+        batch.into_writes()
+    })();
+    Parsed { jobs, prepared }
+}
+
+/// Backpressure is waited out (the jobs' publishers keep waiting, and the
+/// queue fills up behind them); other errors are the batch's answer.
+async fn write_with_retry(
+    engine: &EngineHandle,
+    prepared: &PreparedMessages,
+) -> Result<Committed, IngestError> {
+    let mut delay = Duration::from_millis(5);
+    loop {
+        match prepared.write(engine).await {
+            Err(IngestError::Engine(EngineError::Backpressure { .. })) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
 }
