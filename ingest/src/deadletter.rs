@@ -48,6 +48,9 @@ pub struct DeadLetter {
     pub offset: Option<i64>,
     pub error: String,
     pub payload: Vec<u8>,
+    /// Fixed at creation, so writing the letter again (after backpressure)
+    /// rewrites the same row instead of adding one.
+    pub time: i64,
 }
 
 impl DeadLetter {
@@ -61,6 +64,7 @@ impl DeadLetter {
             offset: None,
             error,
             payload: payload[..payload.len().min(PAYLOAD_LIMIT)].to_vec(),
+            time: next_time(),
         }
     }
 }
@@ -88,13 +92,8 @@ pub async fn record(engine: &EngineHandle, letters: Vec<DeadLetter>) -> Result<(
     let prepared = {
         let mut sink = RowSink::system(engine.catalog(), engine.shard_count());
         for (i, l) in letters.iter().enumerate() {
-            let counter = match l.source {
-                Source::Mqtt => &METRICS.mqtt,
-                Source::Kafka => &METRICS.kafka,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
             let mut row = Row {
-                time: next_time(),
+                time: l.time,
                 ..Default::default()
             };
             row.tags
@@ -125,5 +124,12 @@ pub async fn record(engine: &EngineHandle, letters: Vec<DeadLetter>) -> Result<(
         tracing::error!(reason = %r.reason, "a dead letter could not be stored");
     }
     engine.write(prepared.writes).await?;
+    for l in &letters {
+        let counter = match l.source {
+            Source::Mqtt => &METRICS.mqtt,
+            Source::Kafka => &METRICS.kafka,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
     Ok(())
 }

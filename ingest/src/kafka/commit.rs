@@ -23,6 +23,8 @@ pub(super) struct Committer<'a> {
     pub status: &'a KafkaStatus,
     pub crash_after: Option<u64>,
     pub batches: u64,
+    /// One back to the poller per batch done.
+    pub credits: flume::Sender<()>,
 }
 
 impl Committer<'_> {
@@ -45,6 +47,7 @@ impl Committer<'_> {
                 },
             };
             next_seq += 1;
+            let _ = self.credits.send(());
             match self.write(&ready) {
                 Ok(c) => {
                     self.record(&ready, c);

@@ -124,6 +124,13 @@ impl Run {
         // queued ahead of each.
         let parsers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
         let (raw_tx, raw_rx) = flume::bounded::<Raw>(parsers);
+        // Batches between the poller and the committer, whatever order the
+        // parsers finish in: the committer holds early ones back, and a slow
+        // parser must not let the others fill memory meanwhile.
+        let (credit_tx, credit_rx) = flume::bounded::<()>(2 * parsers);
+        for _ in 0..2 * parsers {
+            let _ = credit_tx.send(());
+        }
         let (ready_tx, ready_rx) = flume::bounded::<Ready>(parsers);
         std::thread::scope(|scope| {
             let committer = Committer {
@@ -133,8 +140,9 @@ impl Run {
                 status: &status,
                 crash_after,
                 batches: 0,
+                credits: credit_tx,
             };
-            scope.spawn(move || committer.run(ready_rx));
+            scope.spawn(move || abort_on_panic("committer", || committer.run(ready_rx)));
             for _ in 0..parsers {
                 let (rx, tx) = (raw_rx.clone(), ready_tx.clone());
                 let parser = Parser {
@@ -143,7 +151,7 @@ impl Run {
                     shards: engine.shard_count(),
                 };
                 let stop = &stop;
-                scope.spawn(move || parser.run(rx, tx, stop));
+                scope.spawn(move || abort_on_panic("parser", || parser.run(rx, tx, stop)));
             }
             drop((raw_rx, ready_tx));
             let poller = Poller {
@@ -157,7 +165,7 @@ impl Run {
                 let Some(messages) = poller.collect(&stop) else {
                     continue;
                 };
-                if raw_tx.send(Raw { seq, messages }).is_err() {
+                if credit_rx.recv().is_err() || raw_tx.send(Raw { seq, messages }).is_err() {
                     break;
                 }
                 seq += 1;
@@ -167,6 +175,16 @@ impl Run {
         // Everything durable is committed by now; leave the group cleanly.
         consumer.unsubscribe();
         tracing::info!("Kafka consumer stopped");
+    }
+}
+
+/// A consumer thread that panicked would stall the rest silently (the
+/// committer waits for its batch forever); a crash and restart redelivers
+/// what was not committed, which is the better failure.
+fn abort_on_panic<F: FnOnce()>(what: &str, f: F) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        tracing::error!("the Kafka {what} thread panicked; aborting");
+        std::process::abort();
     }
 }
 

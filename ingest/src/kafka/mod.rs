@@ -139,6 +139,13 @@ impl KafkaConfig {
             if r.filter.is_some() {
                 return Err(err("`filter` is for MQTT routes; use `topic`".into()));
             }
+            if topic.starts_with('^') {
+                // librdkafka would subscribe to a pattern, and the messages
+                // would arrive under topic names no route claims.
+                return Err(err(
+                    "topic patterns are not supported; name each topic".into()
+                ));
+            }
             if r.database.starts_with('{') {
                 return Err(err(
                     "a Kafka topic captures nothing; name the database".into()

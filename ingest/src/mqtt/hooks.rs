@@ -92,6 +92,7 @@ impl Ingest {
                 payload: publish.payload.clone(),
                 arrival: crate::lp::now_ns(),
                 done: tx,
+                permit: None,
             })
             .await?;
         match rx {

@@ -163,7 +163,8 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
         .max_packet_size(max_packet)
         .allow_anonymous(cfg.users.is_empty())
         .max_inflight(NonZeroU16::new(256).unwrap_or(NonZeroU16::MIN))
-        .max_mqueue_len(10_000)
+        // Messages queued per offline session (mosquitto keeps 1,000).
+        .max_mqueue_len(1_000)
         // For MQTT 3.1.1 clients with CleanSession=0, which carry no
         // expiry of their own: their session (subscriptions, queued QoS 1/2
         // messages) outlives a disconnect by this long.

@@ -22,6 +22,10 @@ use crate::route::Route;
 const MAX_BATCH_MESSAGES: usize = 8192;
 /// Most payload bytes one batch takes.
 const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Batches smaller than this are parsed on the committer's own task.
+const INLINE_PARSE_BYTES: usize = 64 << 10;
+/// Payload bytes queued or being stored before publishers wait.
+const QUEUE_BYTES: usize = 64 << 20;
 /// Queued publishes before publishers wait.
 pub const QUEUE_DEPTH: usize = 16384;
 
@@ -33,11 +37,14 @@ pub struct Job {
     pub arrival: i64,
     /// Answered once the job's rows (or its dead letter) are durable.
     pub done: Option<oneshot::Sender<Result<(), String>>>,
+    /// Its share of the queue's byte budget, given back when it is done.
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 #[derive(Clone)]
 pub struct Pipeline {
     tx: flume::Sender<Job>,
+    budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Pipeline {
@@ -45,11 +52,24 @@ impl Pipeline {
     pub fn start(engine: EngineHandle) -> Pipeline {
         let (tx, rx) = flume::bounded(QUEUE_DEPTH);
         tokio::spawn(committer(engine, rx));
-        Pipeline { tx }
+        Pipeline {
+            tx,
+            budget: Arc::new(tokio::sync::Semaphore::new(QUEUE_BYTES)),
+        }
     }
 
-    /// Queues `job`; waits for room when the queue is full.
-    pub async fn submit(&self, job: Job) -> Result<(), String> {
+    /// Queues `job`; waits for room when the queue is full, counted in
+    /// publishes and in payload bytes, so memory stays bounded whatever
+    /// the publishes' sizes.
+    pub async fn submit(&self, mut job: Job) -> Result<(), String> {
+        let bytes = job.payload.len().clamp(1, QUEUE_BYTES) as u32;
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(bytes)
+            .await
+            .map_err(|_| "the ingest pipeline has stopped".to_string())?;
+        job.permit = Some(permit);
         self.tx
             .send_async(job)
             .await
@@ -80,9 +100,17 @@ async fn committer(engine: EngineHandle, rx: flume::Receiver<Job>) {
             let jobs = drain(first, &rx);
             let catalog = engine.catalog().clone();
             let shards = engine.shard_count();
-            parsing.push_back(tokio::task::spawn_blocking(move || {
-                parse(&catalog, shards, jobs)
-            }));
+            let bytes: usize = jobs.iter().map(|j| j.payload.len()).sum();
+            if bytes < INLINE_PARSE_BYTES {
+                // A few small publishes (QoS 1 devices waiting one by one):
+                // the hop to the blocking pool would cost more than parsing.
+                let parsed = parse(&catalog, shards, jobs);
+                parsing.push_back(tokio::spawn(async move { parsed }));
+            } else {
+                parsing.push_back(tokio::task::spawn_blocking(move || {
+                    parse(&catalog, shards, jobs)
+                }));
+            }
         }
         let Some(oldest) = parsing.pop_front() else {
             continue;
