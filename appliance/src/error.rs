@@ -26,7 +26,9 @@ pub enum ApiError {
 
 fn engine_status(e: &EngineError) -> StatusCode {
     match e {
-        EngineError::TypeConflict { .. } | EngineError::InvalidName(_) => StatusCode::BAD_REQUEST,
+        EngineError::TypeConflict { .. }
+        | EngineError::InvalidName(_)
+        | EngineError::TooManyColumns { .. } => StatusCode::BAD_REQUEST,
         EngineError::ShardUnavailable(_)
         | EngineError::NotLeader { .. }
         | EngineError::Backpressure { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -114,6 +114,10 @@ impl TableSchema {
     }
 }
 
+/// Columns a table may have, tags and fields together (the time column
+/// aside).
+pub const MAX_COLUMNS: usize = 1024;
+
 fn arrow_schema(columns: &HashMap<String, ColumnKind>) -> SchemaRef {
     let mut tags: Vec<&String> = Vec::new();
     let mut fields: Vec<(&String, FieldType)> = Vec::new();
@@ -445,6 +449,21 @@ impl Catalog {
             validate_name("database", db)?;
         }
         validate_name("table", table)?;
+        let existing = snap
+            .databases
+            .get(db)
+            .and_then(|d| d.tables.get(table))
+            .map_or(0, |t| t.columns.len());
+        if existing + missing.len() > MAX_COLUMNS {
+            // A runaway JSON payload (every array element a column) must not
+            // grow a table's schema, and every batch of it, without limit.
+            return Err(EngineError::TooManyColumns {
+                database: db.to_string(),
+                table: table.to_string(),
+                wanted: existing + missing.len(),
+                limit: MAX_COLUMNS,
+            });
+        }
         let mut records = Vec::new();
         if !snap.databases.contains_key(db) {
             records.push(Record::CreateDatabase { db: db.to_string() });
@@ -550,6 +569,37 @@ mod tests {
         assert_eq!(
             cat.snapshot().table("db", "cpu").unwrap().column("v"),
             Some(f)
+        );
+    }
+
+    #[test]
+    fn a_table_stops_growing_at_the_column_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path()).unwrap();
+        let f = ColumnKind::Field(FieldType::Float);
+        let names: Vec<String> = (0..=MAX_COLUMNS).map(|i| format!("c{i}")).collect();
+        let reqs: Vec<ColumnRequest<'_>> = names[..MAX_COLUMNS - 1]
+            .iter()
+            .map(|n| ColumnRequest { name: n, kind: f })
+            .collect();
+        cat.ensure_columns("db", "wide", &reqs).unwrap();
+        let two: Vec<ColumnRequest<'_>> = names[MAX_COLUMNS - 1..]
+            .iter()
+            .map(|n| ColumnRequest { name: n, kind: f })
+            .collect();
+        let err = cat.ensure_columns("db", "wide", &two).unwrap_err();
+        assert!(
+            matches!(err, EngineError::TooManyColumns { wanted, .. } if wanted == MAX_COLUMNS + 1),
+            "{err}"
+        );
+        cat.ensure_columns("db", "wide", &two[..1]).unwrap();
+        assert_eq!(
+            cat.snapshot()
+                .table("db", "wide")
+                .unwrap()
+                .columns()
+                .count(),
+            MAX_COLUMNS
         );
     }
 }

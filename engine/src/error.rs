@@ -30,6 +30,13 @@ pub enum EngineError {
     },
     #[error("invalid name: {0}")]
     InvalidName(String),
+    #[error("table {database}.{table} would have {wanted} columns; the limit is {limit}")]
+    TooManyColumns {
+        database: String,
+        table: String,
+        wanted: usize,
+        limit: usize,
+    },
     #[error("shard {0} is not running")]
     ShardUnavailable(usize),
     #[error("shard {shard} is not the raft leader; proposal dropped")]
