@@ -299,6 +299,35 @@ impl TestServer {
         (status, r.text().expect("sql body"))
     }
 
+    /// The first value of `sql`'s answer as an integer; `None` while the
+    /// database does not exist yet, on an error, or for NULL.
+    pub fn scalar(&self, db: &str, sql: &str) -> Option<i64> {
+        let (status, body) = self.sql_raw(db, sql);
+        if status != 200 {
+            return None;
+        }
+        serde_json::from_str::<Value>(&body).ok()?["rows"][0][0].as_i64()
+    }
+
+    /// Polls `sql` until its first value is `want`; fails with the server
+    /// log after `timeout`. For data that arrives asynchronously (MQTT,
+    /// Kafka), where the database may not exist yet.
+    pub fn wait_scalar(&self, db: &str, sql: &str, want: i64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.scalar(db, sql);
+            if got == Some(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{sql}: wanted {want}, got {got:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `POST /api/v1/flush`: buffers to chunks, then compaction.
     pub fn flush(&self) {
         let r = self

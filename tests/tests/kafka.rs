@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
-use serde_json::Value;
 use sluice_tests::TestServer;
 
 /// Mock time base for message timestamps (ms): 2023-11-14T22:13:20Z.
@@ -82,33 +81,6 @@ properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }
     }
 }
 
-/// The first value of `sql`'s answer; `None` while the database does not
-/// exist yet or the value is NULL.
-fn scalar(s: &TestServer, db: &str, sql: &str) -> Option<i64> {
-    let (status, body) = s.sql_raw(db, sql);
-    if status != 200 {
-        return None;
-    }
-    serde_json::from_str::<Value>(&body).ok()?["rows"][0][0].as_i64()
-}
-
-/// Waits until `sql` answers `want`; fails with the server log otherwise.
-fn wait_for(s: &TestServer, db: &str, sql: &str, want: i64) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let got = scalar(s, db, sql);
-        if got == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sql}: wanted {want}, got {got:?}\n{}",
-            s.log()
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
-}
-
 const ROUTES: &str = r#"
 [[kafka.routes]]
 topic = "lp"
@@ -169,10 +141,30 @@ fn routes_deterministic_times_poison_messages_and_partition_status() {
     k.flush();
 
     let s = TestServer::start_with(&[], Some(&k.config("routes", ROUTES, "")));
-    wait_for(&s, "plant", "SELECT count(*) FROM power", 2000);
-    wait_for(&s, "plant", "SELECT count(*) FROM gauge", 20);
-    wait_for(&s, "plant", "SELECT count(*) FROM telemetry", 3);
-    wait_for(&s, "plant", "SELECT count(*) FROM system.dead_letters", 3);
+    s.wait_scalar(
+        "plant",
+        "SELECT count(*) FROM power",
+        2000,
+        Duration::from_secs(90),
+    );
+    s.wait_scalar(
+        "plant",
+        "SELECT count(*) FROM gauge",
+        20,
+        Duration::from_secs(90),
+    );
+    s.wait_scalar(
+        "plant",
+        "SELECT count(*) FROM telemetry",
+        3,
+        Duration::from_secs(90),
+    );
+    s.wait_scalar(
+        "plant",
+        "SELECT count(*) FROM system.dead_letters",
+        3,
+        Duration::from_secs(90),
+    );
 
     let sum = s.rows("plant", "SELECT sum(kw) FROM power");
     assert_eq!(sum[0][0], (0..2000).map(|n| n as f64 + 0.25).sum::<f64>());
@@ -212,9 +204,7 @@ fn routes_deterministic_times_poison_messages_and_partition_status() {
     // the coordinator has confirmed the commits.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let lag = scalar(
-            &s,
-            "plant",
+        let lag = s.scalar("plant",
             "SELECT sum(lag) + sum(high_watermark - committed_offset) FROM system.kafka_partitions WHERE assigned",
         );
         if lag == Some(0) {
@@ -262,7 +252,7 @@ database = "q"
 "#;
 
 fn assert_exactly_once(s: &TestServer, n: i64) {
-    wait_for(s, "q", "SELECT count(*) FROM seq", n);
+    s.wait_scalar("q", "SELECT count(*) FROM seq", n, Duration::from_secs(90));
     // Give a redelivery the chance to show up as a duplicate.
     thread::sleep(Duration::from_secs(1));
     let r = s.rows(
@@ -296,7 +286,7 @@ fn crash_between_write_and_commit_and_sigkill_lose_and_duplicate_nothing() {
     s.set_env("SLUICE_FAILPOINT_KAFKA_CRASH_AFTER_BATCHES", None);
     s.restart();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while scalar(&s, "q", "SELECT count(*) FROM seq").unwrap_or(0) < n / 3 {
+    while s.scalar("q", "SELECT count(*) FROM seq").unwrap_or(0) < n / 3 {
         assert!(Instant::now() < deadline, "no progress\n{}", s.log());
         thread::sleep(Duration::from_millis(20));
     }
@@ -312,8 +302,13 @@ fn crash_between_write_and_commit_and_sigkill_lose_and_duplicate_nothing() {
         k.send("seq", 0, T0_MS + seq, &format!("seq,src=k n={seq}i"));
     }
     k.flush();
-    wait_for(&s, "q", "SELECT count(*) FROM seq", n + 10);
-    let messages = scalar(&s, "q", "SELECT sum(messages) FROM system.kafka_partitions");
+    s.wait_scalar(
+        "q",
+        "SELECT count(*) FROM seq",
+        n + 10,
+        Duration::from_secs(90),
+    );
+    let messages = s.scalar("q", "SELECT sum(messages) FROM system.kafka_partitions");
     assert_eq!(messages, Some(10), "only the new messages were consumed");
 }
 
@@ -326,8 +321,7 @@ fn two_servers_in_one_group_split_the_partitions() {
     let b = TestServer::start_with(&[], Some(&cfg));
     // Wait until the group has settled on both members.
     let assigned = |s: &TestServer| {
-        scalar(
-            s,
+        s.scalar(
             "",
             "SELECT count(*) FROM system.kafka_partitions WHERE assigned",
         )
@@ -344,7 +338,7 @@ fn two_servers_in_one_group_split_the_partitions() {
         thread::sleep(Duration::from_millis(200));
     }
     produce_sequence(&k, "seq", 4, n);
-    let count = |s: &TestServer| scalar(s, "q", "SELECT count(*) FROM seq").unwrap_or(0);
+    let count = |s: &TestServer| s.scalar("q", "SELECT count(*) FROM seq").unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(60);
     while count(&a) + count(&b) < n {
         assert!(

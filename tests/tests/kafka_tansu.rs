@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
-use serde_json::Value;
 use sluice_tests::{free_port, TestServer};
 
 const T0_MS: i64 = 1_700_000_000_000;
@@ -129,14 +128,6 @@ fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, part: i32, ts
     }
 }
 
-fn scalar(s: &TestServer, db: &str, sql: &str) -> Option<i64> {
-    let (status, body) = s.sql_raw(db, sql);
-    (status == 200)
-        .then(|| serde_json::from_str::<Value>(&body).ok())
-        .flatten()?["rows"][0][0]
-        .as_i64()
-}
-
 fn wait_until(what: &str, s: &TestServer, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !ok() {
@@ -204,13 +195,15 @@ tags = ["door"]
     );
     let mut s = TestServer::start_with(&[], Some(&cfg));
     wait_until("consumption starts", &s, || {
-        scalar(&s, "energy", "SELECT count(*) FROM meter").unwrap_or(0) >= n / 4
+        s.scalar("energy", "SELECT count(*) FROM meter")
+            .unwrap_or(0)
+            >= n / 4
     });
     s.kill9();
     s.restart();
     wait_until("all rows stored", &s, || {
-        scalar(&s, "energy", "SELECT count(*) FROM meter") == Some(n)
-            && scalar(&s, "energy", "SELECT count(*) FROM doors") == Some(200)
+        s.scalar("energy", "SELECT count(*) FROM meter") == Some(n)
+            && s.scalar("energy", "SELECT count(*) FROM doors") == Some(200)
     });
     thread::sleep(Duration::from_secs(1));
     let r = s.rows(
@@ -237,8 +230,7 @@ tags = ["door"]
         .all(|d| d[0] == "meters" && d[1] == 0 && d[2] == 5_000));
     // librdkafka's statistics carry tansu's high watermarks: lag reaches 0.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while scalar(
-        &s,
+    while s.scalar(
         "",
         "SELECT sum(lag) FROM system.kafka_partitions WHERE assigned",
     ) != Some(0)

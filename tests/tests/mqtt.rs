@@ -49,28 +49,6 @@ fn wait_connack(rx: &mpsc::Receiver<Result<Event, String>>) -> Result<(), String
     Err("no CONNACK".into())
 }
 
-/// Polls `sql` until its first value is `want`, or fails. The database may
-/// not exist yet: QoS 1 publishes are acknowledged asynchronously.
-fn wait_for(s: &TestServer, db: &str, sql: &str, want: i64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = s.sql_raw(db, sql);
-        let got = (status == 200)
-            .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
-            .flatten()
-            .and_then(|v| v["rows"][0][0].as_i64());
-        if got == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sql}: wanted {want}, got {status} {body}\n{}",
-            s.log()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn line_protocol_on_ingest_topics_and_json_routes_with_captures() {
     let s = TestServer::start_with(
@@ -107,8 +85,18 @@ tags = ["line"]
                 {"ts": 1700000000124, "line": 4, "temp": 22}]"#,
         )
         .unwrap();
-    wait_for(&s, "farm", "SELECT count(*) FROM soil", 2);
-    wait_for(&s, "plant", "SELECT count(*) FROM telemetry", 2);
+    s.wait_scalar(
+        "farm",
+        "SELECT count(*) FROM soil",
+        2,
+        Duration::from_secs(30),
+    );
+    s.wait_scalar(
+        "plant",
+        "SELECT count(*) FROM telemetry",
+        2,
+        Duration::from_secs(30),
+    );
     let rows = s.rows(
         "plant",
         "SELECT site, device, line, temp, \"motor.rpm\", CAST(time AS BIGINT) AS t FROM telemetry ORDER BY t",
@@ -299,12 +287,12 @@ fn garbage_payloads_are_dead_lettered_and_the_broker_stays_up() {
     client
         .publish("ingest/iot", QoS::AtLeastOnce, false, "ok v=1 1")
         .unwrap();
-    wait_for(&s, "iot", "SELECT count(*) FROM ok", 1);
-    wait_for(
-        &s,
+    s.wait_scalar("iot", "SELECT count(*) FROM ok", 1, Duration::from_secs(30));
+    s.wait_scalar(
         "iot",
         "SELECT count(*) FROM system.dead_letters WHERE source = 'mqtt'",
         garbage,
+        Duration::from_secs(30),
     );
     let rows = s.rows(
         "iot",

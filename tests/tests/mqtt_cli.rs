@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluice_tests::TestServer;
 
@@ -91,24 +91,6 @@ fn finish(mut child: Child) -> String {
     out
 }
 
-fn wait_count(s: &TestServer, db: &str, sql: &str, want: i64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = s.sql_raw(db, sql);
-        let got = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["rows"][0][0].as_i64());
-        if status == 200 && got == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sql}: wanted {want}, got {status} {body}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn write_lines(dir: &Path, n: usize) -> String {
     let body: String = (0..n)
         .map(|i| {
@@ -179,7 +161,12 @@ fn mosquitto_clients_publish_subscribe_and_store() {
             r#"[{"ts": 1700000000600, "line": 3, "temp": 199}]"#,
         ],
     );
-    wait_count(&s, "plant", "SELECT count(*) FROM telemetry", 2);
+    s.wait_scalar(
+        "plant",
+        "SELECT count(*) FROM telemetry",
+        2,
+        Duration::from_secs(30),
+    );
     let rows = s.rows(
         "plant",
         "SELECT site, device, line, temp, \"door.open\" FROM telemetry ORDER BY device",
@@ -211,11 +198,11 @@ fn mosquitto_clients_publish_subscribe_and_store() {
         &s,
         &["-q", "1", "-t", "ingest/energy", "-m", "not line protocol"],
     );
-    wait_count(
-        &s,
+    s.wait_scalar(
         "energy",
         "SELECT count(*) FROM system.dead_letters WHERE topic = 'ingest/energy'",
         1,
+        Duration::from_secs(30),
     );
 
     // A wrong password is refused, in both protocol versions.
