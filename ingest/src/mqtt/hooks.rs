@@ -148,12 +148,27 @@ impl Handler for Ingest {
     }
 }
 
-/// Retained messages in memory, as rmqtt's own store keeps them, switched on.
-#[derive(Default)]
+/// Retained messages in memory, as rmqtt's own store keeps them, switched
+/// on, with a cap on how many topics may hold one and a purge of expired
+/// ones (rmqtt's store does neither by itself). Clones share the store.
+#[derive(Clone, Default)]
 pub struct Retained {
-    inner: DefaultRetainStorage,
-    count: AtomicIsize,
-    max: AtomicIsize,
+    inner: Arc<DefaultRetainStorage>,
+    count: Arc<AtomicIsize>,
+    max: Arc<AtomicIsize>,
+}
+
+/// Topics that may hold a retained message at once.
+pub const MAX_RETAINED: isize = 100_000;
+
+impl Retained {
+    /// Drops retained messages whose expiry has passed.
+    pub async fn purge_expired(&self) {
+        let removed = self.inner.remove_expired_messages().await;
+        if removed > 0 {
+            self.count.fetch_sub(removed as isize, Ordering::Relaxed);
+        }
+    }
 }
 
 #[async_trait]
@@ -170,6 +185,12 @@ impl RetainStorage for Retained {
     ) -> rmqtt::Result<()> {
         let existed = !self.inner.get_message(topic).await?.is_empty();
         let clears = retain.publish.payload.is_empty();
+        if !existed && !clears && self.count.load(Ordering::Relaxed) >= MAX_RETAINED {
+            // Refusing the publish would disconnect the client; the message
+            // is still delivered, just not kept for later subscribers.
+            tracing::warn!(%topic, limit = MAX_RETAINED, "retained message not kept: too many retained topics");
+            return Ok(());
+        }
         self.inner
             .set_with_timeout(topic, retain, expiry_interval)
             .await?;

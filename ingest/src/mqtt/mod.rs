@@ -177,7 +177,15 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
     let listener = listener.tcp().map_err(bind_err)?;
 
     let scx = ServerContext::new().build().await;
-    *scx.extends.retain_mut().await = Box::new(hooks::Retained::default());
+    let retained = hooks::Retained::default();
+    *scx.extends.retain_mut().await = Box::new(retained.clone());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            retained.purge_expired().await;
+        }
+    });
     *scx.extends.shared_subscription_mut().await = Box::new(hooks::Shared::default());
     let pipeline = pipeline::Pipeline::start(engine);
     let register = scx.extends.hook_mgr().register();
