@@ -83,7 +83,7 @@ impl Pipeline {
 /// other, still reach each shard in order.
 async fn committer(engine: EngineHandle, rx: flume::Receiver<Job>) {
     let parsers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
-    let mut parsing: VecDeque<tokio::task::JoinHandle<Parsed>> = VecDeque::new();
+    let mut parsing: VecDeque<Parsing> = VecDeque::new();
     loop {
         while parsing.len() < parsers {
             let first = if parsing.is_empty() {
@@ -104,12 +104,18 @@ async fn committer(engine: EngineHandle, rx: flume::Receiver<Job>) {
             if bytes < INLINE_PARSE_BYTES {
                 // A few small publishes (QoS 1 devices waiting one by one):
                 // the hop to the blocking pool would cost more than parsing.
-                let parsed = parse(&catalog, shards, jobs);
-                parsing.push_back(tokio::spawn(async move { parsed }));
-            } else {
-                parsing.push_back(tokio::task::spawn_blocking(move || {
+                // As on the pool, a panic drops the batch's jobs (their
+                // publishers are refused and resend), not the committer.
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     parse(&catalog, shards, jobs)
-                }));
+                })) {
+                    Ok(parsed) => parsing.push_back(Parsing::Done(parsed)),
+                    Err(_) => tracing::error!("an MQTT batch could not be parsed"),
+                }
+            } else {
+                parsing.push_back(Parsing::Pool(tokio::task::spawn_blocking(move || {
+                    parse(&catalog, shards, jobs)
+                })));
             }
         }
         let Some(oldest) = parsing.pop_front() else {
@@ -117,7 +123,11 @@ async fn committer(engine: EngineHandle, rx: flume::Receiver<Job>) {
         };
         // A parse that panicked drops its jobs: their publishers are told
         // the pipeline failed and are disconnected, so they resend.
-        let Ok(Parsed { jobs, prepared }) = oldest.await else {
+        let parsed = match oldest {
+            Parsing::Done(p) => Ok(p),
+            Parsing::Pool(handle) => handle.await,
+        };
+        let Ok(Parsed { jobs, prepared }) = parsed else {
             tracing::error!("an MQTT batch could not be parsed");
             continue;
         };
@@ -157,6 +167,12 @@ fn drain(first: Job, rx: &flume::Receiver<Job>) -> Vec<Job> {
         }
     }
     jobs
+}
+
+/// A batch parsed in place, or still parsing on the blocking pool.
+enum Parsing {
+    Done(Parsed),
+    Pool(tokio::task::JoinHandle<Parsed>),
 }
 
 struct Parsed {
