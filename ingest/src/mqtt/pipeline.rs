@@ -1,11 +1,10 @@
 //! From broker hooks to shard writes. Each routed publish becomes a job on a
 //! bounded queue; one committer drains whatever is queued into a
-//! [`MessageBatch`] (one write per shard, one group commit), parsed on the
-//! blocking pool, and answers every job of it once it is durable. QoS 1 and 2 publishers wait for that answer before the
-//! broker acknowledges; QoS 0 publishers only wait for queue space, which is
-//! how a flood slows down to what the shards can take.
+//! [`MessageBatch`] (one write per shard, one group commit) and answers every
+//! job of it once it is durable. QoS 1 and 2 publishers wait for that answer
+//! before the broker acknowledges; QoS 0 publishers only wait for queue
+//! space, which is how a flood slows down to what the shards can take.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +21,6 @@ use crate::route::Route;
 const MAX_BATCH_MESSAGES: usize = 8192;
 /// Most payload bytes one batch takes.
 const MAX_BATCH_BYTES: usize = 8 << 20;
-/// Batches smaller than this are parsed on the committer's own task.
-const INLINE_PARSE_BYTES: usize = 64 << 10;
 /// Payload bytes queued or being stored before publishers wait.
 const QUEUE_BYTES: usize = 64 << 20;
 /// Queued publishes before publishers wait.
@@ -77,57 +74,24 @@ impl Pipeline {
     }
 }
 
-/// Drains the queue into batches, parses up to one batch per core at a
-/// time off the async threads, and writes them in the order they were
-/// taken, so a connection's QoS 0 messages, which do not wait for each
-/// other, still reach each shard in order.
+/// Drains the queue into one batch at a time, parses it, writes it and
+/// answers its jobs. One batch at a time keeps batches as large as the
+/// queue allows: what arrives during a write joins the next batch. Parsing
+/// ahead in parallel, and parsing large batches on the blocking pool, were
+/// both tried and measured slower on 2 cores (the first cut batches
+/// smaller, the second added a hop per batch).
 async fn committer(engine: EngineHandle, rx: flume::Receiver<Job>) {
-    let parsers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
-    let mut parsing: VecDeque<Parsing> = VecDeque::new();
-    loop {
-        while parsing.len() < parsers {
-            let first = if parsing.is_empty() {
-                match rx.recv_async().await {
-                    Ok(j) => j,
-                    Err(_) => return,
-                }
-            } else {
-                match rx.try_recv() {
-                    Ok(j) => j,
-                    Err(_) => break,
-                }
-            };
-            let jobs = drain(first, &rx);
-            let catalog = engine.catalog().clone();
-            let shards = engine.shard_count();
-            let bytes: usize = jobs.iter().map(|j| j.payload.len()).sum();
-            if bytes < INLINE_PARSE_BYTES {
-                // A few small publishes (QoS 1 devices waiting one by one):
-                // the hop to the blocking pool would cost more than parsing.
-                // As on the pool, a panic drops the batch's jobs (their
-                // publishers are refused and resend), not the committer.
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    parse(&catalog, shards, jobs)
-                })) {
-                    Ok(parsed) => parsing.push_back(Parsing::Done(parsed)),
-                    Err(_) => tracing::error!("an MQTT batch could not be parsed"),
-                }
-            } else {
-                parsing.push_back(Parsing::Pool(tokio::task::spawn_blocking(move || {
-                    parse(&catalog, shards, jobs)
-                })));
-            }
-        }
-        let Some(oldest) = parsing.pop_front() else {
-            continue;
-        };
-        // A parse that panicked drops its jobs: their publishers are told
-        // the pipeline failed and are disconnected, so they resend.
-        let parsed = match oldest {
-            Parsing::Done(p) => Ok(p),
-            Parsing::Pool(handle) => handle.await,
-        };
-        let Ok(Parsed { jobs, prepared }) = parsed else {
+    while let Ok(first) = rx.recv_async().await {
+        let jobs = drain(first, &rx);
+        let catalog = engine.catalog().clone();
+        // A panic while parsing drops the batch's jobs: their publishers
+        // are refused and disconnected, so they resend; the committer
+        // carries on.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            parse(&catalog, engine.shard_count(), jobs)
+        }))
+        .ok();
+        let Some(Parsed { jobs, prepared }) = parsed else {
             tracing::error!("an MQTT batch could not be parsed");
             continue;
         };
@@ -167,12 +131,6 @@ fn drain(first: Job, rx: &flume::Receiver<Job>) -> Vec<Job> {
         }
     }
     jobs
-}
-
-/// A batch parsed in place, or still parsing on the blocking pool.
-enum Parsing {
-    Done(Parsed),
-    Pool(tokio::task::JoinHandle<Parsed>),
 }
 
 struct Parsed {
