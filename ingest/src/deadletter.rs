@@ -3,7 +3,7 @@
 //! can be found and its data replayed, while everything else keeps flowing.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use sluice_engine::EngineHandle;
 
@@ -13,17 +13,6 @@ use crate::rows::{Row, RowSink, Value};
 pub const TABLE: &str = "dead_letters";
 /// Payload bytes kept per dead letter.
 pub const PAYLOAD_LIMIT: usize = 4096;
-
-/// Dead letters recorded since start, by source.
-pub struct DeadLetterMetrics {
-    pub mqtt: AtomicU64,
-    pub kafka: AtomicU64,
-}
-
-pub static METRICS: DeadLetterMetrics = DeadLetterMetrics {
-    mqtt: AtomicU64::new(0),
-    kafka: AtomicU64::new(0),
-};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -124,12 +113,5 @@ pub async fn record(engine: &EngineHandle, letters: Vec<DeadLetter>) -> Result<(
         tracing::error!(reason = %r.reason, "a dead letter could not be stored");
     }
     engine.write(prepared.writes).await?;
-    for l in &letters {
-        let counter = match l.source {
-            Source::Mqtt => &METRICS.mqtt,
-            Source::Kafka => &METRICS.kafka,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
     Ok(())
 }

@@ -141,14 +141,6 @@ impl<'c> MessageBatch<'c> {
         Ok(rows)
     }
 
-    /// Makes the batch durable: its rows in the shard logs, then its dead
-    /// letters. Resolves only when both are on disk; on an error (such as
-    /// backpressure) the caller may retry the same messages, which rewrites
-    /// the same points.
-    pub async fn commit(self, engine: &EngineHandle) -> Result<Committed, IngestError> {
-        self.into_writes()?.write(engine).await
-    }
-
     /// Builds the shard writes, ready to be written (and retried).
     pub fn into_writes(self) -> Result<PreparedMessages, IngestError> {
         let mut committed = Committed {
