@@ -419,6 +419,12 @@ impl InInflight {
         self.cached.contains(pid)
     }
 
+    /// Sluice patch: how many more inbound publishes the window admits.
+    #[inline]
+    pub(crate) fn room(&self) -> usize {
+        (self.max_inflight as usize).saturating_sub(self.cached.len())
+    }
+
     #[inline]
     pub(crate) fn remove(&mut self, pid: &NonZeroU16) -> bool {
         #[allow(clippy::needless_bool)]

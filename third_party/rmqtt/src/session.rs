@@ -104,6 +104,11 @@ use crate::types::*;
 use crate::utils::timestamp_millis;
 use crate::Result;
 
+// Sluice patch: QoS 1 publishes checked as a batch.
+#[path = "session_batch.rs"]
+mod batch;
+use batch::{is_acked_publish, take_acked_publishes};
+
 /// Runtime state for an active MQTT session.
 ///
 /// Wraps a [`Session`] with its associated send/receive channels,
@@ -199,6 +204,7 @@ impl SessionState {
         let mut flags = StateFlags::empty();
 
         self.scx.connections.inc();
+        let mut server_disconnect = None;
         match self.run_loop(&mut sink, keep_alive, &mut flags, &deliver_queue_tx, &mut deliver_queue_rx).await
         {
             Ok(()) => {
@@ -206,10 +212,26 @@ impl SessionState {
             }
             Err(reason) => {
                 log::debug!("{} Reason: {}", self.id, reason);
+                if !matches!(reason, Reason::ConnectRemoteClose | Reason::ConnectDisconnect(_)) {
+                    server_disconnect = Some(v5::Disconnect {
+                        reason_code: reason.to_reason_code(),
+                        reason_string: Some(reason.to_string().into()),
+                        ..Default::default()
+                    });
+                }
                 let _ = self.disconnected_reason_add(reason).await;
             }
         }
         self.scx.connections.dec();
+
+        // Sluice patch: a server-initiated DISCONNECT (keep-alive timeout,
+        // protocol error, session taken over) is written while the socket can
+        // still carry it; it used to be sent after `close`, so clients never
+        // saw it. None is sent in answer to the client's own DISCONNECT
+        // [MQTT-3.14.4], nor to a socket that is already gone.
+        if let (Sink::V5(s), Some(d)) = (&mut sink, server_disconnect) {
+            let _ = s.send_disconnect(d).await;
+        }
 
         if let Err(e) = sink.close().await {
             log::info!("{} close io error, {e}", self.id);
@@ -262,19 +284,6 @@ impl SessionState {
             }
             Reason::ConnectRemoteClose
         };
-
-        if let Sink::V5(s) = &mut sink {
-            let d = if let Reason::ConnectDisconnect(Some(Disconnect::V5(d))) = &reason {
-                d.clone()
-            } else {
-                v5::Disconnect {
-                    reason_code: reason.to_reason_code(),
-                    reason_string: Some(reason.to_string().into()),
-                    ..Default::default()
-                }
-            };
-            let _ = s.send_disconnect(d).await;
-        }
 
         self.hook.client_disconnected(reason).await;
 
@@ -393,6 +402,19 @@ impl SessionState {
                     log::debug!("{:?} pkt: {:?}", state.id, pkt);
                     keep_alive_delay.as_mut().reset(Instant::now() + keep_alive_interval);
                     match pkt? {
+                        Some(pkt) if is_acked_publish(&pkt) => {
+                            // Sluice patch: publishes the client has already sent are
+                            // checked together, so a hook that waits (for a durable
+                            // write) waits once for the lot, not once per message.
+                            let (batch, after) = take_acked_publishes(sink, pkt, state.publish_room());
+                            state.process_publish_batch(sink, batch).await?;
+                            match after {
+                                None => {}
+                                Some(Ok(Some(pkt))) => state.process_mqtt_message(sink, pkt, flags).await?,
+                                Some(Ok(None)) => return Err(Reason::ConnectRemoteClose),
+                                Some(Err(e)) => return Err(e.into()),
+                            }
+                        },
                         Some(pkt) => {
                             state.process_mqtt_message(sink, pkt, flags).await?;
                         },
@@ -835,14 +857,15 @@ impl SessionState {
             Packet::V3(v3::Packet::Disconnect) => {
                 flags.insert(StateFlags::DisconnectReceived);
                 self.disconnected_set(Some(Disconnect::V3), None).await?;
-                // return Err(Reason::ConnectDisconnect(Some(Disconnect::V3)));
-                return Ok(());
+                // Sluice patch: DISCONNECT ends the connection now, not when the
+                // client gets round to closing its socket; until then an immediate
+                // reconnect with the same client id raced this session.
+                return Err(Reason::ConnectDisconnect(Some(Disconnect::V3)));
             }
             Packet::V5(v5::Packet::Disconnect(d)) => {
                 flags.insert(StateFlags::DisconnectReceived);
-                self.disconnected_set(Some(Disconnect::V5(d)), None).await?;
-                // return Err(Reason::ConnectDisconnect(Some(Disconnect::V5(d))));
-                return Ok(());
+                self.disconnected_set(Some(Disconnect::V5(d.clone())), None).await?;
+                return Err(Reason::ConnectDisconnect(Some(Disconnect::V5(d))));
             }
             Packet::V5(v5::Packet::Auth(_)) => {
                 // rmqtt does not support MQTT 5.0 enhanced authentication, so no
@@ -1017,7 +1040,13 @@ impl SessionState {
 
     #[inline]
     async fn publish(&self, publish: Publish) -> Result<PublishResult> {
-        match self._publish(publish).await {
+        self.publish_outcome(self._publish(publish).await)
+    }
+
+    /// Sluice patch: the tail of `publish`, shared with the batch path.
+    #[inline]
+    fn publish_outcome(&self, res: Result<PublishResult>) -> Result<PublishResult> {
+        match res {
             Err(e) => {
                 #[cfg(feature = "metrics")]
                 self.scx.metrics.client_publish_error_inc();
@@ -1043,7 +1072,19 @@ impl SessionState {
     }
 
     #[inline]
-    async fn _publish(&self, mut publish: Publish) -> Result<PublishResult> {
+    async fn _publish(&self, publish: Publish) -> Result<PublishResult> {
+        let (from, publish) = self.publish_resolve(publish).await?;
+        match self.publish_check_acl(&from, &publish).await? {
+            Some(refused) => Ok(refused),
+            None => self.publish_forward(from, publish).await,
+        }
+    }
+
+    /// Sluice patch: `_publish` is split into three phases so the batch path
+    /// can run the ACL hook of many publishes at once while resolving topic
+    /// aliases and forwarding strictly in arrival order. This is phase one.
+    #[inline]
+    async fn publish_resolve(&self, mut publish: Publish) -> Result<(From, Publish)> {
         if let Some(client_topic_aliases) = &self.client_topic_aliases {
             publish.deref_mut().topic = client_topic_aliases
                 .set_and_get(publish.properties.as_ref().and_then(|p| p.topic_alias), publish.topic.clone())
@@ -1059,9 +1100,15 @@ impl SessionState {
 
         //hook, message_publish
         let publish = self.hook.message_publish(from.clone(), &publish).await.unwrap_or(publish);
+        Ok((from, publish))
+    }
 
+    /// Sluice patch: phase two, the ACL hook. `Some` is a refusal to answer
+    /// with; a refusal that disconnects is an error.
+    #[inline]
+    async fn publish_check_acl(&self, from: &From, publish: &Publish) -> Result<Option<PublishResult>> {
         //hook, message_publish_check_acl
-        let acl_result = self.hook.message_publish_check_acl(&publish).await;
+        let acl_result = self.hook.message_publish_check_acl(publish).await;
         log::debug!("{:?} acl_result: {:?}", self.id, acl_result);
         if !acl_result.is_allow() {
             #[cfg(feature = "metrics")]
@@ -1071,7 +1118,7 @@ impl SessionState {
             let reason = Reason::PublishResult(pub_res.clone());
 
             //hook, Message dropped
-            self.scx.extends.hook_mgr().message_dropped(None, from, publish, reason).await;
+            self.scx.extends.hook_mgr().message_dropped(None, from.clone(), publish.clone(), reason).await;
 
             return if pub_res.disconnect {
                 Err(MqttError::PublishAckReason(
@@ -1080,10 +1127,15 @@ impl SessionState {
                 )
                 .into())
             } else {
-                Ok(pub_res)
+                Ok(Some(pub_res))
             };
         }
+        Ok(None)
+    }
 
+    /// Sluice patch: phase three, delivery to subscribers and storage.
+    #[inline]
+    async fn publish_forward(&self, from: From, publish: Publish) -> Result<PublishResult> {
         let message_storage_available = {
             #[cfg(feature = "msgstore")]
             {

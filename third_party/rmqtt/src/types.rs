@@ -2564,10 +2564,12 @@ impl ToReasonCode for Reason {
             Reason::ConnectRemoteClose => DisconnectReasonCode::ServerShuttingDown,
             Reason::ConnectKeepaliveTimeout => DisconnectReasonCode::KeepAliveTimeout,
             Reason::ConnectKicked(is_admin) => {
+                // Sluice patch: a kick that is not an administrator's is another
+                // connection taking the client id over.
                 if *is_admin {
                     DisconnectReasonCode::AdministrativeAction
                 } else {
-                    DisconnectReasonCode::NotAuthorized
+                    DisconnectReasonCode::SessionTakenOver
                 }
             }
             Reason::HandshakeRateExceeded => DisconnectReasonCode::ConnectionRateExceeded,
