@@ -213,11 +213,9 @@ impl SessionState {
             Err(reason) => {
                 log::debug!("{} Reason: {}", self.id, reason);
                 if !matches!(reason, Reason::ConnectRemoteClose | Reason::ConnectDisconnect(_)) {
-                    server_disconnect = Some(v5::Disconnect {
-                        reason_code: reason.to_reason_code(),
-                        reason_string: Some(reason.to_string().into()),
-                        ..Default::default()
-                    });
+                    // The code only: the reason's text can be long and is internal.
+                    server_disconnect =
+                        Some(v5::Disconnect { reason_code: reason.to_reason_code(), ..Default::default() });
                 }
                 let _ = self.disconnected_reason_add(reason).await;
             }
@@ -229,9 +227,16 @@ impl SessionState {
         // still carry it; it used to be sent after `close`, so clients never
         // saw it. None is sent in answer to the client's own DISCONNECT
         // [MQTT-3.14.4], nor to a socket that is already gone.
-        if let (Sink::V5(s), Some(d)) = (&mut sink, server_disconnect) {
-            let _ = s.send_disconnect(d).await;
-        }
+        // Not `send_disconnect`: it sleeps 500 ms after the write, and a
+        // client reconnecting meanwhile waited on that sleep to take the
+        // session over. The linger moves to the end of `run`, after the
+        // session has left the registry.
+        let linger = if let (Sink::V5(s), Some(d)) = (&mut sink, server_disconnect) {
+            let sent = s.send(v5::Packet::Disconnect(d)).await;
+            sent.is_ok() && s.flush().await.is_ok()
+        } else {
+            false
+        };
 
         if let Err(e) = sink.close().await {
             log::info!("{} close io error, {e}", self.id);
@@ -314,6 +319,11 @@ impl SessionState {
             if !flags.contains(StateFlags::Kicked) {
                 self.clean(&deliver_queue_tx, Reason::SessionExpiration).await;
             }
+        }
+        if linger {
+            // Dropping a socket with unread input resets the connection, and
+            // a reset can discard the DISCONNECT before the client reads it.
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
