@@ -8,9 +8,7 @@
 # A manual run, not part of CI: the suite needs a checkout of its own and
 # takes about seven minutes, and some of its tests assume things of its own
 # reference broker (a topic that refuses subscriptions, a server keep-alive
-# of 60 s) that neither broker is configured for. Sluice's MQTT 5 count
-# varies from run to run: the suite reconnects with the same client id right
-# after disconnecting, which races rmqtt's session takeover; compare runs.
+# of 60 s) that neither broker is configured for.
 #
 # Usage: tests/conformance/paho.sh [PAHO_DIR]
 #   PAHO_DIR           checkout of paho.mqtt.testing ($1 wins over the env)
