@@ -162,6 +162,9 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
         .nodelay(true)
         .max_packet_size(max_packet)
         .allow_anonymous(cfg.users.is_empty())
+        // Receive Maximum, and so the most QoS 1 publishes of a connection
+        // that the (patched) broker checks as one batch: one durable write
+        // acknowledges them all.
         .max_inflight(NonZeroU16::new(256).unwrap_or(NonZeroU16::MIN))
         // Messages queued per offline session (mosquitto keeps 1,000).
         .max_mqueue_len(1_000)
