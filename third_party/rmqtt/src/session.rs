@@ -226,11 +226,11 @@ impl SessionState {
         // protocol error, session taken over) is written while the socket can
         // still carry it; it used to be sent after `close`, so clients never
         // saw it. None is sent in answer to the client's own DISCONNECT
-        // [MQTT-3.14.4], nor to a socket that is already gone.
-        // Not `send_disconnect`: it sleeps 500 ms after the write, and a
-        // client reconnecting meanwhile waited on that sleep to take the
-        // session over. The linger moves to the end of `run`, after the
-        // session has left the registry.
+        // [MQTT-3.14.4], nor to a socket that is already gone. It is written
+        // with `send`, not `send_disconnect`, which sleeps 500 ms after the
+        // write: a client reconnecting meanwhile waited on that sleep to take
+        // the session over. The linger happens at the end of `run` instead,
+        // after the session has left the registry.
         let linger = if let (Sink::V5(s), Some(d)) = (&mut sink, server_disconnect) {
             let sent = s.send(v5::Packet::Disconnect(d)).await;
             sent.is_ok() && s.flush().await.is_ok()

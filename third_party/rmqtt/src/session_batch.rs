@@ -150,7 +150,11 @@ impl SessionState {
             match self.publish_resolve(publish).await {
                 Ok(r) => resolved.push((packet_id, r)),
                 Err(e) => {
-                    failure = Some(self.publish_outcome(Err(e)).err().map(Reason::from).unwrap_or_default());
+                    // Through `publish_outcome` so it is counted as the
+                    // single-message path counts it.
+                    if let Err(e) = self.publish_outcome(Err(e)) {
+                        failure = Some(e.into());
+                    }
                     break;
                 }
             }
