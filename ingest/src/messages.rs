@@ -184,6 +184,17 @@ impl PreparedMessages {
         self.committed
     }
 
+    /// Appends `later`, prepared from the messages that followed this
+    /// batch's: its writes go to each shard after this batch's, so the
+    /// messages keep their order.
+    pub fn append(&mut self, later: PreparedMessages) {
+        self.writes.extend(later.writes);
+        self.dead.extend(later.dead);
+        self.committed.messages += later.committed.messages;
+        self.committed.rows += later.committed.rows;
+        self.committed.dead_letters += later.committed.dead_letters;
+    }
+
     /// Writes rows, then dead letters, and resolves when both are durable.
     /// Writing again after an error rewrites the same points.
     pub async fn write(&self, engine: &EngineHandle) -> Result<Committed, IngestError> {

@@ -77,9 +77,10 @@ impl Pipeline {
 /// Drains the queue into one batch at a time, parses it, writes it and
 /// answers its jobs. One batch at a time keeps batches as large as the
 /// queue allows: what arrives during a write joins the next batch. Parsing
-/// ahead in parallel, and parsing large batches on the blocking pool, were
-/// both tried on 2 cores and gained nothing beyond run-to-run noise (the
-/// first also cut batches smaller).
+/// ahead (the next batch while this one is written) gained nothing beyond
+/// noise on 2 cores, and keeping several batches in flight was slower
+/// (smaller batches, each with the same fixed cost); splitting one large
+/// batch's parse across two threads ([`parse`]) was faster.
 async fn committer(engine: EngineHandle, rx: flume::Receiver<Job>) {
     while let Ok(first) = rx.recv_async().await {
         let jobs = drain(first, &rx);
@@ -138,22 +139,52 @@ struct Parsed {
     prepared: Result<PreparedMessages, IngestError>,
 }
 
+/// Batches with at least this many payload bytes are parsed in two halves
+/// at once. Parsing is most of a large batch's time (6,000 one-line
+/// messages: 28 ms of parsing, 5 ms of writing), and it ran on the
+/// committer's one task while the broker, busy reading sockets, left the
+/// other core partly idle. Smaller batches are not worth a thread.
+const SPLIT_PARSE_BYTES: usize = 512 << 10;
+
 fn parse(catalog: &Catalog, shards: usize, jobs: Vec<Job>) -> Parsed {
-    let prepared = (|| {
-        let mut batch = MessageBatch::new(catalog, shards, Source::Mqtt);
-        for j in &jobs {
-            let msg = Message {
-                topic: &j.topic,
-                partition: None,
-                offset: None,
-                payload: &j.payload,
-                arrival: j.arrival,
-            };
-            batch.add(&j.route, &j.captures, &msg)?;
-        }
-        batch.into_writes()
-    })();
+    let bytes: usize = jobs.iter().map(|j| j.payload.len()).sum();
+    let prepared = if jobs.len() >= 2 && bytes >= SPLIT_PARSE_BYTES {
+        let (first, second) = jobs.split_at(jobs.len() / 2);
+        std::thread::scope(|s| {
+            let later = s.spawn(|| prepare(catalog, shards, second));
+            let earlier = prepare(catalog, shards, first);
+            // A panic over there is re-raised here, for the committer's
+            // guard to catch like one of its own.
+            let later = later
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let mut all = earlier?;
+            all.append(later?);
+            Ok(all)
+        })
+    } else {
+        prepare(catalog, shards, &jobs)
+    };
     Parsed { jobs, prepared }
+}
+
+fn prepare(
+    catalog: &Catalog,
+    shards: usize,
+    jobs: &[Job],
+) -> Result<PreparedMessages, IngestError> {
+    let mut batch = MessageBatch::new(catalog, shards, Source::Mqtt);
+    for j in jobs {
+        let msg = Message {
+            topic: &j.topic,
+            partition: None,
+            offset: None,
+            payload: &j.payload,
+            arrival: j.arrival,
+        };
+        batch.add(&j.route, &j.captures, &msg)?;
+    }
+    batch.into_writes()
 }
 
 /// Backpressure is waited out (the jobs' publishers keep waiting, and the
@@ -171,5 +202,68 @@ async fn write_with_retry(
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::Format;
+
+    fn job(route: &Arc<Route>, payload: String) -> Job {
+        Job {
+            route: route.clone(),
+            captures: vec![],
+            topic: "ingest/farm".into(),
+            payload: Bytes::from(payload),
+            arrival: 1_700_000_000_000_000_000,
+            done: None,
+            permit: None,
+        }
+    }
+
+    #[test]
+    fn a_large_batch_parsed_in_halves_stores_what_one_pass_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        let route = Arc::new(Route {
+            filter: None,
+            topic: None,
+            database: "farm".into(),
+            format: Format::LineProtocol,
+            table: None,
+            time: None,
+            tags: vec![],
+            precision: None,
+        });
+        let pad = "x".repeat(200);
+        let make = || -> Vec<Job> {
+            (0..3000)
+                .map(|i| {
+                    // One poison message in the second half.
+                    let line = if i == 2500 {
+                        "soil moisture=".to_string()
+                    } else {
+                        format!("soil,probe=p{} moisture={i},note=\"{pad}\" {i}", i % 7)
+                    };
+                    job(&route, line)
+                })
+                .collect()
+        };
+        let jobs = make();
+        let bytes: usize = jobs.iter().map(|j| j.payload.len()).sum();
+        assert!(
+            bytes >= SPLIT_PARSE_BYTES,
+            "the batch must take the split path"
+        );
+        let split = parse(&catalog, 2, jobs).prepared.unwrap().committed();
+        let whole = prepare(&catalog, 2, &make()).unwrap().committed();
+        let expected = Committed {
+            messages: 3000,
+            rows: 2999,
+            dead_letters: 1,
+        };
+        assert_eq!(split, expected);
+        assert_eq!(whole, expected);
     }
 }
