@@ -107,7 +107,7 @@ use crate::Result;
 // Sluice patch: QoS 1 publishes checked as a batch.
 #[path = "session_batch.rs"]
 mod batch;
-use batch::{is_acked_publish, take_acked_publishes};
+use batch::{is_acked_publish, take_acked_publishes, PendingPublishes};
 
 /// Runtime state for an active MQTT session.
 ///
@@ -358,6 +358,7 @@ impl SessionState {
 
         tokio::pin!(deliver_timeout_delay);
 
+        let mut pending = PendingPublishes::default();
         loop {
             log::debug!("{:?} tokio::select! loop", state.id);
             deliver_timeout_delay.as_mut().reset(
@@ -408,28 +409,34 @@ impl SessionState {
                     }
                 }
 
-                pkt = sink.recv() => {
+                // Sluice patch: QoS 1 batches whose hooks are done are answered.
+                done = pending.next_done(), if !pending.is_empty() => {
+                    state.finish_publish_batch(sink, done).await?;
+                }
+
+                // Sluice patch: while batches are pending, reading stops when the
+                // in-flight window is full; they free it as they are answered.
+                pkt = sink.recv(), if pending.is_empty() || state.publish_room() > 0 => {
                     log::debug!("{:?} pkt: {:?}", state.id, pkt);
                     keep_alive_delay.as_mut().reset(Instant::now() + keep_alive_interval);
-                    match pkt? {
-                        Some(pkt) if is_acked_publish(&pkt) => {
+                    let after = match pkt {
+                        Ok(Some(pkt)) if is_acked_publish(&pkt) => {
                             // Sluice patch: publishes the client has already sent are
                             // checked together, so a hook that waits (for a durable
                             // write) waits once for the lot, not once per message.
                             let (batch, after) = take_acked_publishes(sink, pkt, state.publish_room());
-                            state.process_publish_batch(sink, batch).await?;
-                            match after {
-                                None => {}
-                                Some(Ok(Some(pkt))) => state.process_mqtt_message(sink, pkt, flags).await?,
-                                Some(Ok(None)) => return Err(Reason::ConnectRemoteClose),
-                                Some(Err(e)) => return Err(e.into()),
+                            if state.start_publish_batch(batch, &mut pending).await {
+                                state.finish_pending(sink, &mut pending).await?;
                             }
+                            after
                         },
-                        Some(pkt) => {
-                            state.process_mqtt_message(sink, pkt, flags).await?;
-                        },
-                        None => {
-                            return Err(Reason::ConnectRemoteClose);
+                        other => Some(other),
+                    };
+                    if let Some(after) = after {
+                        state.finish_pending(sink, &mut pending).await?;
+                        match after? {
+                            Some(pkt) => state.process_mqtt_message(sink, pkt, flags).await?,
+                            None => return Err(Reason::ConnectRemoteClose),
                         }
                     }
                 }
@@ -1117,18 +1124,29 @@ impl SessionState {
     /// with; a refusal that disconnects is an error.
     #[inline]
     async fn publish_check_acl(&self, from: &From, publish: &Publish) -> Result<Option<PublishResult>> {
+        Self::check_acl(&self.hook, &self.inner, from, publish).await
+    }
+
+    /// Sluice patch: `publish_check_acl` on owned parts of the session, so
+    /// the batch path can keep the check running while the session goes on.
+    async fn check_acl(
+        hook: &Arc<dyn Hook>,
+        session: &Session,
+        from: &From,
+        publish: &Publish,
+    ) -> Result<Option<PublishResult>> {
         //hook, message_publish_check_acl
-        let acl_result = self.hook.message_publish_check_acl(publish).await;
-        log::debug!("{:?} acl_result: {:?}", self.id, acl_result);
+        let acl_result = hook.message_publish_check_acl(publish).await;
+        log::debug!("{:?} acl_result: {:?}", session.id, acl_result);
         if !acl_result.is_allow() {
             #[cfg(feature = "metrics")]
-            self.scx.metrics.client_publish_auth_error_inc();
+            session.scx.metrics.client_publish_auth_error_inc();
 
             let pub_res = acl_result.pub_res();
             let reason = Reason::PublishResult(pub_res.clone());
 
             //hook, Message dropped
-            self.scx.extends.hook_mgr().message_dropped(None, from.clone(), publish.clone(), reason).await;
+            session.scx.extends.hook_mgr().message_dropped(None, from.clone(), publish.clone(), reason).await;
 
             return if pub_res.disconnect {
                 Err(MqttError::PublishAckReason(

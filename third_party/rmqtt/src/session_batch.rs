@@ -1,17 +1,21 @@
 //! Sluice patch (not part of rmqtt 0.24.0): QoS 1 publishes that a client has
 //! already sent are taken off the socket together and their ACL hooks run
 //! concurrently, so a hook that acknowledges only after a durable write
-//! waits for one write per batch instead of one per message. Everything else
-//! keeps the order of arrival: topic aliases are resolved, messages are
-//! forwarded and PUBACKs are written in the order the publishes came in
-//! [MQTT-4.6.0-2], and the hooks are first polled in that order too.
+//! waits for one write per batch instead of one per message. The connection
+//! goes on reading while a batch's hooks run, so several batches of one
+//! client can wait on the same write. Everything else keeps the order of
+//! arrival: topic aliases are resolved, messages are forwarded and PUBACKs
+//! are written in the order the publishes came in [MQTT-4.6.0-2], and the
+//! hooks are first polled in that order too.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::Poll;
 
-use futures::future::{maybe_done, MaybeDone};
-use futures::FutureExt;
+use futures::future::{maybe_done, BoxFuture, MaybeDone};
+use futures::{FutureExt, SinkExt};
+
+use crate::codec::MqttPacket;
 
 use super::*;
 
@@ -60,23 +64,97 @@ where
     (batch, None)
 }
 
-/// Runs all futures to completion, polling them in the order given on every
-/// wake-up (join_all does not promise that order once the list is long).
-async fn join_in_order<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
-    let mut futs: Vec<Pin<Box<MaybeDone<F>>>> = futs.into_iter().map(|f| Box::pin(maybe_done(f))).collect();
-    poll_fn(|cx| {
-        let mut pending = false;
-        for f in futs.iter_mut() {
-            pending |= f.as_mut().poll(cx).is_pending();
-        }
-        if pending {
-            Poll::Pending
+type AclCheck = MaybeDone<BoxFuture<'static, (From, Publish, Result<Option<PublishResult>>)>>;
+
+/// A batch past phase one whose ACL hooks are still running.
+pub(super) struct PendingBatch {
+    /// Packet ids claimed in the in-flight window (`true`: added by this
+    /// batch, so released when it is answered).
+    claimed: Vec<(NonZeroU16, bool)>,
+    checks: Vec<(NonZeroU16, AclCheck)>,
+    /// Why phase one stopped early: what came before is still answered,
+    /// then the connection ends with it.
+    failure: Option<Reason>,
+}
+
+/// The batches of one connection whose hooks are running, oldest first.
+/// The connection keeps reading while they wait, so a client whose window
+/// holds several batches' worth has them all waiting on the same durable
+/// writes instead of one after another.
+#[derive(Default)]
+pub(super) struct PendingPublishes {
+    batches: VecDeque<PendingBatch>,
+}
+
+impl PendingPublishes {
+    pub(super) fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// The oldest batch, once all its hooks are done. Every hook of every
+    /// batch is polled on each wake-up, in arrival order, so hooks start in
+    /// the order their publishes came in.
+    pub(super) async fn next_done(&mut self) -> PendingBatch {
+        poll_fn(|cx| {
+            for b in self.batches.iter_mut() {
+                for (_, c) in b.checks.iter_mut() {
+                    let _ = Pin::new(c).poll(cx);
+                }
+            }
+            let front_done = self
+                .batches
+                .front()
+                .is_some_and(|b| b.checks.iter().all(|(_, c)| matches!(c, MaybeDone::Done(_))));
+            match self.batches.pop_front() {
+                Some(b) if front_done => Poll::Ready(b),
+                Some(b) => {
+                    self.batches.push_front(b);
+                    Poll::Pending
+                }
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+impl<Io> Sink<Io>
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Queues a PUBACK without flushing it: a batch's PUBACKs leave in one
+    /// write instead of one write each.
+    async fn feed_publish_ack(&mut self, packet_id: NonZeroU16, pubres: PublishResult) -> Result<()> {
+        let (io, timeout, packet) = match self {
+            Sink::V3(s) => (&mut s.io, s.cfg.send_timeout, MqttPacket::V3(v3::Packet::PublishAck { packet_id })),
+            Sink::V5(s) => {
+                let ack = v5::PublishAck {
+                    packet_id,
+                    reason_code: pubres.reason_code,
+                    properties: pubres.properties,
+                    reason_string: pubres.reason_string,
+                };
+                (&mut s.io, s.cfg.send_timeout, MqttPacket::V5(v5::Packet::PublishAck(ack)))
+            }
+        };
+        let fed = if timeout.is_zero() {
+            Ok(io.feed(packet).await)
         } else {
-            Poll::Ready(())
+            tokio::time::timeout(timeout, io.feed(packet)).await
+        };
+        match fed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(MqttError::SendPacket(e.into()).into()),
+            Err(_) => Err(MqttError::WriteTimeout.into()),
         }
-    })
-    .await;
-    futs.iter_mut().filter_map(|f| f.as_mut().take_output()).collect()
+    }
+
+    async fn flush_acks(&mut self) -> Result<()> {
+        match self {
+            Sink::V3(s) => s.flush().await,
+            Sink::V5(s) => s.flush().await,
+        }
+    }
 }
 
 impl SessionState {
@@ -85,57 +163,29 @@ impl SessionState {
         self.in_inflight.room()
     }
 
-    pub(super) async fn process_publish_batch<Io>(
-        &mut self,
-        sink: &mut Sink<Io>,
-        mut batch: Vec<Publish>,
-    ) -> std::result::Result<(), Reason>
-    where
-        Io: AsyncRead + AsyncWrite + Unpin,
-    {
+    /// Phase one, in order: claims the packet ids, resolves topic aliases and
+    /// runs the message_publish hook; then queues the ACL hooks (phase two)
+    /// in `pending`. A failure stops the batch there; what came before it is
+    /// still answered, what came after is never acknowledged and the client
+    /// sends it again. Returns whether the batch failed.
+    pub(super) async fn start_publish_batch(&mut self, batch: Vec<Publish>, pending: &mut PendingPublishes) -> bool {
         let now = timestamp_millis();
-        if batch.len() == 1 {
-            if let Some(p) = batch.pop() {
-                return self.process_publish(sink, p.create_time(now)).await;
-            }
-        }
-        let mut claimed = Vec::with_capacity(batch.len());
-        let res = self.publish_batch(sink, batch, now, &mut claimed).await;
-        for (packet_id, added) in claimed {
-            if added {
-                self.in_inflight.remove(&packet_id);
-            }
-        }
-        res
-    }
-
-    async fn publish_batch<Io>(
-        &mut self,
-        sink: &mut Sink<Io>,
-        batch: Vec<Publish>,
-        now: i64,
-        claimed: &mut Vec<(NonZeroU16, bool)>,
-    ) -> std::result::Result<(), Reason>
-    where
-        Io: AsyncRead + AsyncWrite + Unpin,
-    {
-        // Phase one, in order: claim the packet ids, resolve aliases, run the
-        // message_publish hook. A failure stops the batch there; what came
-        // before it is still answered, what came after is never acknowledged
-        // and the client sends it again.
-        let mut resolved = Vec::with_capacity(batch.len());
-        let mut failure: Option<Reason> = None;
+        let mut b = PendingBatch {
+            claimed: Vec::with_capacity(batch.len()),
+            checks: Vec::with_capacity(batch.len()),
+            failure: None,
+        };
         for publish in batch {
             let publish = publish.create_time(now);
             let packet_id = match Self::packet_id(publish.packet_id) {
                 Ok(id) => id,
                 Err(e) => {
-                    failure = Some(e);
+                    b.failure = Some(e);
                     break;
                 }
             };
             match self.in_inflight.add(packet_id, QoS::AtLeastOnce) {
-                Ok(added) => claimed.push((packet_id, added)),
+                Ok(added) => b.claimed.push((packet_id, added)),
                 Err(e) => {
                     //hook, Message dropped
                     self.scx
@@ -143,41 +193,96 @@ impl SessionState {
                         .hook_mgr()
                         .message_dropped(None, From::from_custom(self.id.clone()), publish, e.clone())
                         .await;
-                    failure = Some(e);
+                    b.failure = Some(e);
                     break;
                 }
             }
             match self.publish_resolve(publish).await {
-                Ok(r) => resolved.push((packet_id, r)),
+                Ok((from, publish)) => {
+                    let (hook, session) = (self.hook.clone(), self.inner.clone());
+                    let check = async move {
+                        let res = Self::check_acl(&hook, &session, &from, &publish).await;
+                        (from, publish, res)
+                    };
+                    b.checks.push((packet_id, maybe_done(check.boxed())));
+                }
                 Err(e) => {
                     // Through `publish_outcome` so it is counted as the
                     // single-message path counts it.
                     if let Err(e) = self.publish_outcome(Err(e)) {
-                        failure = Some(e.into());
+                        b.failure = Some(e.into());
                     }
                     break;
                 }
             }
         }
+        let failed = b.failure.is_some();
+        pending.batches.push_back(b);
+        failed
+    }
 
-        // Phase two, concurrently: the ACL hooks.
-        let this = &*self;
-        let checks =
-            join_in_order(resolved.iter().map(|(_, (from, p))| this.publish_check_acl(from, p)).collect()).await;
-
-        // Phase three, in order: forward, then acknowledge.
-        for ((packet_id, (from, publish)), check) in resolved.into_iter().zip(checks) {
-            let res = match check {
-                Err(e) => Err(e),
-                Ok(Some(refused)) => Ok(refused),
-                Ok(None) => this.publish_forward(from, publish).await,
-            };
-            let pubres = this.publish_outcome(res)?;
-            sink.send_publish_ack(packet_id, pubres).await?;
+    /// Phase three, in order: forwards and acknowledges a batch whose hooks
+    /// are done, then gives its packet ids back to the window.
+    pub(super) async fn finish_publish_batch<Io>(
+        &mut self,
+        sink: &mut Sink<Io>,
+        mut b: PendingBatch,
+    ) -> std::result::Result<(), Reason>
+    where
+        Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        let res = self.answer_publish_batch(sink, &mut b.checks).await;
+        for (packet_id, added) in b.claimed {
+            if added {
+                self.in_inflight.remove(&packet_id);
+            }
         }
-        match failure {
+        res?;
+        match b.failure {
             Some(reason) => Err(reason),
             None => Ok(()),
         }
+    }
+
+    async fn answer_publish_batch<Io>(
+        &self,
+        sink: &mut Sink<Io>,
+        checks: &mut [(NonZeroU16, AclCheck)],
+    ) -> std::result::Result<(), Reason>
+    where
+        Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        for (packet_id, check) in checks.iter_mut() {
+            let Some((from, publish, check)) = Pin::new(check).take_output() else {
+                continue;
+            };
+            let res = match check {
+                Err(e) => Err(e),
+                Ok(Some(refused)) => Ok(refused),
+                Ok(None) => self.publish_forward(from, publish).await,
+            };
+            let pubres = self.publish_outcome(res)?;
+            sink.feed_publish_ack(*packet_id, pubres).await?;
+        }
+        sink.flush_acks().await?;
+        Ok(())
+    }
+
+    /// Answers every pending batch, oldest first: done before any packet
+    /// other than a QoS 1 publish is handled, so that packet sees what came
+    /// before it forwarded and acknowledged, as without batching.
+    pub(super) async fn finish_pending<Io>(
+        &mut self,
+        sink: &mut Sink<Io>,
+        pending: &mut PendingPublishes,
+    ) -> std::result::Result<(), Reason>
+    where
+        Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        while !pending.is_empty() {
+            let b = pending.next_done().await;
+            self.finish_publish_batch(sink, b).await?;
+        }
+        Ok(())
     }
 }
