@@ -20,8 +20,14 @@ use crate::batch::time_range;
 use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
 
-/// Merge small batches once this many have piled up in one table.
+/// Merge small batches once this many of one tier have piled up at the end
+/// of a table: inserted batches are tier 0, a merge of tier `t` is tier
+/// `t + 1`. Merging only equals keeps the copying to once per tier; merging
+/// the whole trailing run each time (the merged batch included) copied every
+/// row about ten times on its way to a large batch, in the write path.
 const MERGE_FANIN: usize = 32;
+/// The tier of batches that are never merged again.
+const FINAL_TIER: u8 = u8::MAX;
 /// Batches at least this large are left alone by merging.
 const LARGE_BATCH_ROWS: usize = 64 * 1024;
 
@@ -34,15 +40,15 @@ pub struct BufferedBatch {
     /// series already had (late, out of order or duplicates): reads must
     /// deduplicate around them.
     pub overlaps: Option<(i64, i64)>,
+    /// How many merges made it (see [`MERGE_FANIN`]).
+    tier: u8,
 }
 
 #[derive(Debug, Default)]
 pub struct TableBuffer {
     /// In arrival order, which dedup depends on: only a trailing run of
-    /// small batches is ever merged, in place.
+    /// small batches of one tier is ever merged, in place.
     pub batches: Vec<BufferedBatch>,
-    /// Length of the trailing run of small batches.
-    small_run: usize,
     pub rows: usize,
     pub bytes: usize,
 }
@@ -168,44 +174,70 @@ impl Buffer {
         let tb = self.tables.entry(key).or_default();
         tb.rows += batch.num_rows();
         tb.bytes += size;
+        let tier = if batch.num_rows() >= LARGE_BATCH_ROWS {
+            FINAL_TIER
+        } else {
+            0
+        };
         let b = BufferedBatch {
             batch,
             min_time,
             max_time,
             overlaps,
+            tier,
         };
-        let large = b.batch.num_rows() >= LARGE_BATCH_ROWS;
         tb.batches.push(b);
-        if large {
-            tb.small_run = 0;
+        self.merge_tail(database, table);
+    }
+
+    /// Merges the last [`MERGE_FANIN`] batches of `table` while they are of
+    /// one tier, cascading up the tiers.
+    fn merge_tail(&mut self, database: &str, table: &str) {
+        let key = (database.to_string(), table.to_string());
+        let Some(tb) = self.tables.get_mut(&key) else {
             return;
-        }
-        tb.small_run += 1;
-        if tb.small_run >= MERGE_FANIN {
-            let schema = self
+        };
+        loop {
+            let n = tb.batches.len();
+            if n < MERGE_FANIN {
+                return;
+            }
+            let start = n - MERGE_FANIN;
+            let tier = tb.batches[n - 1].tier;
+            if tier == FINAL_TIER || tb.batches[start..].iter().any(|b| b.tier != tier) {
+                return;
+            }
+            let Some(schema) = self
                 .catalog
                 .snapshot()
                 .table(database, table)
-                .map(|t| t.arrow_schema());
-            let start = tb.batches.len() - tb.small_run;
-            if let Some(schema) = schema {
-                match merge(&tb.batches[start..], &schema) {
-                    Ok(m) => {
-                        let old: usize = tb.batches[start..]
-                            .iter()
-                            .map(|b| b.batch.get_array_memory_size())
-                            .sum();
-                        let new = m.batch.get_array_memory_size();
-                        tb.bytes = (tb.bytes + new).saturating_sub(old);
-                        self.bytes = (self.bytes + new).saturating_sub(old);
-                        tb.batches.truncate(start);
-                        tb.small_run = usize::from(m.batch.num_rows() < LARGE_BATCH_ROWS);
-                        tb.batches.push(m);
+                .map(|t| t.arrow_schema())
+            else {
+                return;
+            };
+            match merge(&tb.batches[start..], &schema) {
+                Ok(mut m) => {
+                    let old: usize = tb.batches[start..]
+                        .iter()
+                        .map(|b| b.batch.get_array_memory_size())
+                        .sum();
+                    let new = m.batch.get_array_memory_size();
+                    tb.bytes = (tb.bytes + new).saturating_sub(old);
+                    self.bytes = (self.bytes + new).saturating_sub(old);
+                    m.tier = if m.batch.num_rows() >= LARGE_BATCH_ROWS {
+                        FINAL_TIER
+                    } else {
+                        tier.saturating_add(1).min(FINAL_TIER - 1)
+                    };
+                    tb.batches.truncate(start);
+                    tb.batches.push(m);
+                }
+                Err(e) => {
+                    tracing::warn!(database, table, error = %e, "merging buffered batches failed; kept them apart");
+                    if let Some(last) = tb.batches.last_mut() {
+                        last.tier = FINAL_TIER;
                     }
-                    Err(e) => {
-                        tb.small_run = 0;
-                        tracing::warn!(database, table, error = %e, "merging buffered batches failed; kept them apart")
-                    }
+                    return;
                 }
             }
         }
@@ -310,6 +342,7 @@ fn merge(batches: &[BufferedBatch], schema: &SchemaRef) -> Result<BufferedBatch>
             .iter()
             .filter_map(|b| b.overlaps)
             .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1))),
+        tier: 0,
     })
 }
 
@@ -333,4 +366,60 @@ pub fn adapt_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatc
         &RecordBatchOptions::new().with_row_count(Some(rows)),
     )
     .map_err(|e| EngineError::Encode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{ColumnKind, ColumnRequest, FieldType};
+    use arrow::array::Float64Array;
+    use arrow::datatypes::DataType;
+
+    fn batch(schema: &SchemaRef, first: i64, rows: i64) -> RecordBatch {
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.data_type() {
+                    DataType::Float64 => {
+                        Arc::new(Float64Array::from_iter_values((0..rows).map(|i| i as f64)))
+                    }
+                    _ => Arc::new(
+                        TimestampNanosecondArray::from_iter_values(first..first + rows)
+                            .with_timezone("UTC"),
+                    ),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema.clone(), columns).unwrap()
+    }
+
+    #[test]
+    fn small_batches_merge_by_tier_and_keep_every_row_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(Catalog::open(dir.path()).unwrap());
+        let v = ColumnRequest {
+            name: "v",
+            kind: ColumnKind::Field(FieldType::Float),
+        };
+        catalog.ensure_columns("d", "t", &[v]).unwrap();
+        let schema = catalog.snapshot().table("d", "t").unwrap().arrow_schema();
+        let mut buffer = Buffer::new(catalog);
+        let (inserts, rows) = (MERGE_FANIN * MERGE_FANIN + 5, 10);
+        for i in 0..inserts as i64 {
+            buffer.insert("d", "t", batch(&schema, i * rows, rows));
+        }
+        let all = buffer.snapshot("d", "t", i64::MIN, i64::MAX);
+        // One tier-2 batch, then the 5 inserted since.
+        let sizes: Vec<usize> = all.iter().map(|b| b.batch.num_rows()).collect();
+        assert_eq!(sizes[0], MERGE_FANIN * MERGE_FANIN * rows as usize);
+        assert_eq!(sizes[1..], [rows as usize; 5]);
+        let times: Vec<i64> = all
+            .iter()
+            .flat_map(|b| time_range(&b.batch).map(|(lo, hi)| [lo, hi]))
+            .flatten()
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "arrival order kept");
+        assert_eq!(buffer.stats()[0].2.rows, inserts * rows as usize);
+    }
 }
