@@ -218,6 +218,43 @@ fn ten_thousand_qos1_messages_stored_exactly_once_and_delivered_to_a_subscriber(
     assert_eq!(received, n, "the third-party subscriber got every message");
 }
 
+/// QoS 1 publishes are checked in batches while the connection reads on; a
+/// QoS 0 publish behind them must still not overtake them.
+#[test]
+fn mixed_qos_publishes_keep_their_order() {
+    let s = TestServer::start();
+    let (sub, sub_conn) = Client::new(options(&s, "orderly"), 100);
+    let sub_rx = drive(sub_conn);
+    wait_connack(&sub_rx).expect("subscriber connects");
+    sub.subscribe("ingest/mixed", QoS::AtLeastOnce).unwrap();
+    wait_suback(&sub_rx);
+    let (client, conn) = Client::new(options(&s, "mixer"), 1000);
+    let _rx = drive(conn);
+    let n = 600;
+    let lines: Vec<String> = (0..n)
+        .map(|i| format!("m,src=a seq={i}i {}", 1_700_000_000_000_000_000i64 + i))
+        .collect();
+    for (i, line) in lines.iter().enumerate() {
+        // Runs of QoS 1 broken by a QoS 0 publish every fourth message.
+        let qos = if i % 4 == 3 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        client
+            .publish("ingest/mixed", qos, false, line.clone())
+            .unwrap();
+    }
+    let got = received(&sub_rx, Duration::from_secs(3));
+    assert_eq!(got, lines, "the subscriber sees the publisher's order");
+    s.wait_scalar(
+        "mixed",
+        "SELECT count(DISTINCT seq) FROM m",
+        n,
+        Duration::from_secs(30),
+    );
+}
+
 #[test]
 fn retained_messages_reach_late_subscribers() {
     let s = TestServer::start();

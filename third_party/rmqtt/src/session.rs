@@ -372,7 +372,10 @@ impl SessionState {
             );
 
             tokio::select! {
-                 _ = &mut keep_alive_delay => {
+                 // Sluice patch: not while QoS 1 batches are pending. Their
+                 // publishes came from the client, and a client whose window is
+                 // full waits on the broker, not the other way round.
+                 _ = &mut keep_alive_delay, if pending.is_empty() => {
                     return Err(Reason::ConnectKeepaliveTimeout)
                 },
 
@@ -412,6 +415,7 @@ impl SessionState {
                 // Sluice patch: QoS 1 batches whose hooks are done are answered.
                 done = pending.next_done(), if !pending.is_empty() => {
                     state.finish_publish_batch(sink, done).await?;
+                    keep_alive_delay.as_mut().reset(Instant::now() + keep_alive_interval);
                 }
 
                 // Sluice patch: while batches are pending, reading stops when the
