@@ -75,10 +75,12 @@ impl Pipeline {
 /// Drains the queue into one batch at a time, parses it, writes it and
 /// answers its jobs. One batch at a time keeps batches as large as the
 /// queue allows: what arrives during a write joins the next batch. Parsing
-/// ahead (the next batch while this one is written) gained nothing beyond
-/// noise on 2 cores, and keeping several batches in flight was slower
-/// (smaller batches, each with the same fixed cost); splitting one large
-/// batch's parse across two threads ([`parse`]) was faster.
+/// ahead (the next batch while this one is written) made QoS 1 slower
+/// (56k-58k against ~80k msgs/s: smaller batches, each with the same fixed
+/// write cost), and so did keeping several batches in flight, or parsing
+/// publishes into an open batch as they arrive; splitting one large batch's
+/// parse across two threads ([`parse`]) was faster. benches/README.md has
+/// the figures.
 async fn committer(
     engine: EngineHandle,
     rx: flume::Receiver<Job>,
