@@ -542,3 +542,50 @@ fn a_persistent_session_gets_what_was_published_while_it_was_away() {
     let got = received(&rx, Duration::from_secs(2));
     assert_eq!(got, (0..5).map(|i| format!("cmd-{i}")).collect::<Vec<_>>());
 }
+
+/// One MQTT 5 session in raw packets, as rumqttc cannot choose a DISCONNECT
+/// reason: CONNECT with a will (its payload is its topic), CONNACK, then
+/// DISCONNECT with `reason`; returns once the broker has closed the socket.
+fn v5_session_with_will(s: &TestServer, id: &str, will_topic: &str, reason: u8) {
+    use std::io::{Read, Write};
+    fn string(out: &mut Vec<u8>, v: &[u8]) {
+        out.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        out.extend_from_slice(v);
+    }
+    // Protocol name, level 5, flags (will, clean start), keep-alive 30 s,
+    // no properties; then client id, no will properties, will topic, payload.
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x06, 0, 30, 0];
+    string(&mut body, id.as_bytes());
+    body.push(0);
+    string(&mut body, will_topic.as_bytes());
+    string(&mut body, will_topic.as_bytes());
+    assert!(body.len() < 128, "one-byte remaining length");
+    let mut sock = std::net::TcpStream::connect(s.mqtt).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.write_all(&[&[0x10, body.len() as u8][..], &body].concat())
+        .unwrap();
+    let mut head = [0u8; 2];
+    sock.read_exact(&mut head).unwrap();
+    let mut rest = vec![0u8; head[1] as usize];
+    sock.read_exact(&mut rest).unwrap();
+    assert_eq!((head[0], rest[1]), (0x20, 0), "CONNACK, success");
+    sock.write_all(&[0xE0, 0x01, reason]).unwrap();
+    let mut buf = [0u8; 64];
+    while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+#[test]
+fn a_v5_disconnect_with_will_message_publishes_the_will() {
+    let s = TestServer::start();
+    let (sub, conn) = Client::new(options(&s, "will-watcher"), 10);
+    let rx = drive(conn);
+    wait_connack(&rx).unwrap();
+    sub.subscribe("wills/#", QoS::AtLeastOnce).unwrap();
+    wait_suback(&rx);
+    // 0x00 (normal disconnection) discards the will; 0x04 asks for it.
+    v5_session_with_will(&s, "meter-1", "wills/normal", 0x00);
+    v5_session_with_will(&s, "meter-2", "wills/asked", 0x04);
+    let got = received(&rx, Duration::from_secs(2));
+    assert_eq!(got, ["wills/asked"]);
+}

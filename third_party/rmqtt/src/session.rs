@@ -884,7 +884,11 @@ impl SessionState {
                 return Err(Reason::ConnectDisconnect(Some(Disconnect::V3)));
             }
             Packet::V5(v5::Packet::Disconnect(d)) => {
-                flags.insert(StateFlags::DisconnectReceived);
+                // Sluice patch: reason 0x04 (Disconnect with Will Message) asks
+                // for the will to be published all the same [MQTT-3.14.2.1].
+                if d.reason_code != v5::DisconnectReasonCode::DisconnectWithWillMessage {
+                    flags.insert(StateFlags::DisconnectReceived);
+                }
                 self.disconnected_set(Some(Disconnect::V5(d.clone())), None).await?;
                 return Err(Reason::ConnectDisconnect(Some(Disconnect::V5(d))));
             }
