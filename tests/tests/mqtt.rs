@@ -543,6 +543,41 @@ fn a_persistent_session_gets_what_was_published_while_it_was_away() {
     assert_eq!(got, (0..5).map(|i| format!("cmd-{i}")).collect::<Vec<_>>());
 }
 
+/// A publish over `mqtt.max_payload_bytes` is refused and ends the
+/// connection (the client resends after reconnecting); the publishes before
+/// it, even in the same batch, are acknowledged and stored.
+#[test]
+fn an_oversized_publish_is_refused_after_what_came_before_it_is_acknowledged() {
+    let s = TestServer::start_with_env(&[("SLUICE_MQTT__MAX_PAYLOAD_BYTES", "1000")]);
+    let (c, conn) = Client::new(options(&s, "big-sender"), 10);
+    let rx = drive(conn);
+    wait_connack(&rx).unwrap();
+    for i in 0..3 {
+        let line = format!("m,src=a seq={i}i {}", 1_700_000_000_000_000_000i64 + i);
+        c.publish("ingest/limits", QoS::AtLeastOnce, false, line)
+            .unwrap();
+    }
+    c.publish("ingest/limits", QoS::AtLeastOnce, false, "x".repeat(5000))
+        .unwrap();
+    let mut acks = 0;
+    loop {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acks += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => break,
+            Err(e) => panic!("the connection was not closed: {e}"),
+        }
+    }
+    assert_eq!(acks, 3);
+    s.wait_scalar(
+        "limits",
+        "SELECT count(*) FROM m",
+        3,
+        Duration::from_secs(10),
+    );
+    assert!(s.log().contains("exceeds mqtt.max_payload_bytes"));
+}
+
 /// One MQTT 5 session in raw packets, as rumqttc cannot choose a DISCONNECT
 /// reason: CONNECT with a will (its payload is its topic), CONNACK, then
 /// DISCONNECT with `reason`; returns once the broker has closed the socket.

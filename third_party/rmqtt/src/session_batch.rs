@@ -252,6 +252,7 @@ impl SessionState {
     where
         Io: AsyncRead + AsyncWrite + Unpin,
     {
+        let mut outcome = Ok(());
         for (packet_id, check) in checks.iter_mut() {
             let Some((from, publish, check)) = Pin::new(check).take_output() else {
                 continue;
@@ -261,10 +262,20 @@ impl SessionState {
                 Ok(Some(refused)) => Ok(refused),
                 Ok(None) => self.publish_forward(from, publish).await,
             };
-            let pubres = self.publish_outcome(res)?;
-            sink.feed_publish_ack(*packet_id, pubres).await?;
+            let fed = match self.publish_outcome(res) {
+                Ok(pubres) => sink.feed_publish_ack(*packet_id, pubres).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = fed {
+                outcome = Err(e);
+                break;
+            }
         }
-        sink.flush_acks().await?;
+        // What was acknowledged before a failure still reaches the client,
+        // as it did when each PUBACK was written on its own.
+        let flushed = sink.flush_acks().await;
+        outcome?;
+        flushed?;
         Ok(())
     }
 
