@@ -170,18 +170,7 @@ fn publish_numbered(
 #[test]
 fn ten_thousand_qos1_messages_stored_exactly_once_and_delivered_to_a_subscriber() {
     let s = TestServer::start();
-    let (sub, sub_conn) = Client::new(options(&s, "watcher"), 100);
-    let sub_rx = drive(sub_conn);
-    wait_connack(&sub_rx).expect("subscriber connects");
-    sub.subscribe("ingest/#", QoS::AtLeastOnce).unwrap();
-    // Wait for SUBACK before publishing.
-    loop {
-        if let Ok(Event::Incoming(Packet::SubAck(_))) =
-            sub_rx.recv_timeout(Duration::from_secs(10)).unwrap()
-        {
-            break;
-        }
-    }
+    let (_sub, sub_rx) = subscriber(&s, "watcher", "ingest/#");
     let (client, conn) = Client::new(options(&s, "pub-1"), 200);
     let rx = drive(conn);
     wait_connack(&rx).expect("connect");
@@ -223,11 +212,7 @@ fn ten_thousand_qos1_messages_stored_exactly_once_and_delivered_to_a_subscriber(
 #[test]
 fn mixed_qos_publishes_keep_their_order() {
     let s = TestServer::start();
-    let (sub, sub_conn) = Client::new(options(&s, "orderly"), 100);
-    let sub_rx = drive(sub_conn);
-    wait_connack(&sub_rx).expect("subscriber connects");
-    sub.subscribe("ingest/mixed", QoS::AtLeastOnce).unwrap();
-    wait_suback(&sub_rx);
+    let (_sub, sub_rx) = subscriber(&s, "orderly", "ingest/mixed");
     let (client, conn) = Client::new(options(&s, "mixer"), 1000);
     let _rx = drive(conn);
     let n = 600;
@@ -475,18 +460,26 @@ fn wait_suback(rx: &mpsc::Receiver<Result<Event, String>>) {
     panic!("no SUBACK");
 }
 
+/// A connected client subscribed (QoS 1) to `filter`, once its SUBACK is in.
+fn subscriber(
+    s: &TestServer,
+    id: &str,
+    filter: &str,
+) -> (Client, mpsc::Receiver<Result<Event, String>>) {
+    let (c, conn) = Client::new(options(s, id), 100);
+    let rx = drive(conn);
+    wait_connack(&rx).expect("subscriber connects");
+    c.subscribe(filter, QoS::AtLeastOnce).unwrap();
+    wait_suback(&rx);
+    (c, rx)
+}
+
 #[test]
 fn shared_subscriptions_split_messages_between_members() {
     let s = TestServer::start();
     let mut members = Vec::new();
     for id in ["worker-a", "worker-b"] {
-        let (c, conn) = Client::new(options(&s, id), 100);
-        let rx = drive(conn);
-        wait_connack(&rx).unwrap();
-        c.subscribe("$share/workers/jobs/+", QoS::AtLeastOnce)
-            .unwrap();
-        wait_suback(&rx);
-        members.push((c, rx));
+        members.push(subscriber(&s, id, "$share/workers/jobs/+"));
     }
     let (publisher, conn) = Client::new(options(&s, "dispatcher"), 100);
     let _prx = drive(conn);
@@ -613,11 +606,7 @@ fn v5_session_with_will(s: &TestServer, id: &str, will_topic: &str, reason: u8) 
 #[test]
 fn a_v5_disconnect_with_will_message_publishes_the_will() {
     let s = TestServer::start();
-    let (sub, conn) = Client::new(options(&s, "will-watcher"), 10);
-    let rx = drive(conn);
-    wait_connack(&rx).unwrap();
-    sub.subscribe("wills/#", QoS::AtLeastOnce).unwrap();
-    wait_suback(&rx);
+    let (_sub, rx) = subscriber(&s, "will-watcher", "wills/#");
     // 0x00 (normal disconnection) discards the will; 0x04 asks for it.
     v5_session_with_will(&s, "meter-1", "wills/normal", 0x00);
     v5_session_with_will(&s, "meter-2", "wills/asked", 0x04);
