@@ -187,60 +187,8 @@ impl Buffer {
             tier,
         };
         tb.batches.push(b);
-        self.merge_tail(database, table);
-    }
-
-    /// Merges the last [`MERGE_FANIN`] batches of `table` while they are of
-    /// one tier, cascading up the tiers.
-    fn merge_tail(&mut self, database: &str, table: &str) {
-        let key = (database.to_string(), table.to_string());
-        let Some(tb) = self.tables.get_mut(&key) else {
-            return;
-        };
-        loop {
-            let n = tb.batches.len();
-            if n < MERGE_FANIN {
-                return;
-            }
-            let start = n - MERGE_FANIN;
-            let tier = tb.batches[n - 1].tier;
-            if tier == FINAL_TIER || tb.batches[start..].iter().any(|b| b.tier != tier) {
-                return;
-            }
-            let Some(schema) = self
-                .catalog
-                .snapshot()
-                .table(database, table)
-                .map(|t| t.arrow_schema())
-            else {
-                return;
-            };
-            match merge(&tb.batches[start..], &schema) {
-                Ok(mut m) => {
-                    let old: usize = tb.batches[start..]
-                        .iter()
-                        .map(|b| b.batch.get_array_memory_size())
-                        .sum();
-                    let new = m.batch.get_array_memory_size();
-                    tb.bytes = (tb.bytes + new).saturating_sub(old);
-                    self.bytes = (self.bytes + new).saturating_sub(old);
-                    m.tier = if m.batch.num_rows() >= LARGE_BATCH_ROWS {
-                        FINAL_TIER
-                    } else {
-                        tier.saturating_add(1).min(FINAL_TIER - 1)
-                    };
-                    tb.batches.truncate(start);
-                    tb.batches.push(m);
-                }
-                Err(e) => {
-                    tracing::warn!(database, table, error = %e, "merging buffered batches failed; kept them apart");
-                    if let Some(last) = tb.batches.last_mut() {
-                        last.tier = FINAL_TIER;
-                    }
-                    return;
-                }
-            }
-        }
+        let (added, removed) = merge_tail(tb, &self.catalog, database, table);
+        self.bytes = (self.bytes + added).saturating_sub(removed);
     }
 
     /// Every batch of the table whose time range meets `[min, max]`.
@@ -325,6 +273,63 @@ pub fn series_hash<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
     tags.fold(SERIES_SEED, |h, (n, v)| {
         mix(h, xxh3_64(n.as_bytes()) ^ xxh3_64(v.as_bytes()))
     })
+}
+
+/// Merges the last [`MERGE_FANIN`] batches of `tb` while they are of one
+/// tier, cascading up the tiers. Returns the bytes the merges added and
+/// removed, for the buffer's total.
+fn merge_tail(
+    tb: &mut TableBuffer,
+    catalog: &Catalog,
+    database: &str,
+    table: &str,
+) -> (usize, usize) {
+    let (mut added, mut removed) = (0, 0);
+    loop {
+        let n = tb.batches.len();
+        if n < MERGE_FANIN {
+            break;
+        }
+        let start = n - MERGE_FANIN;
+        let tier = tb.batches[n - 1].tier;
+        if tier == FINAL_TIER || tb.batches[start..].iter().any(|b| b.tier != tier) {
+            break;
+        }
+        let Some(schema) = catalog
+            .snapshot()
+            .table(database, table)
+            .map(|t| t.arrow_schema())
+        else {
+            break;
+        };
+        match merge(&tb.batches[start..], &schema) {
+            Ok(mut m) => {
+                let old: usize = tb.batches[start..]
+                    .iter()
+                    .map(|b| b.batch.get_array_memory_size())
+                    .sum();
+                let new = m.batch.get_array_memory_size();
+                tb.bytes = (tb.bytes + new).saturating_sub(old);
+                added += new;
+                removed += old;
+                m.tier = if m.batch.num_rows() >= LARGE_BATCH_ROWS {
+                    FINAL_TIER
+                } else {
+                    tier.saturating_add(1).min(FINAL_TIER - 1)
+                };
+                tb.batches.truncate(start);
+                tb.batches.push(m);
+            }
+            Err(e) => {
+                tracing::warn!(database, table, error = %e, "merging buffered batches failed; kept them apart");
+                if let Some(last) = tb.batches.last_mut() {
+                    last.tier = FINAL_TIER;
+                }
+                break;
+            }
+        }
+    }
+    (added, removed)
 }
 
 fn merge(batches: &[BufferedBatch], schema: &SchemaRef) -> Result<BufferedBatch> {
