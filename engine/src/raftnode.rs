@@ -225,8 +225,8 @@ impl<T: Transport> RaftNode<T> {
         Ok(())
     }
 
-    pub fn wal_bytes(&self) -> u64 {
-        self.wal.bytes_synced()
+    pub fn wal_stats(&self) -> crate::wal::WalStats {
+        self.wal.stats()
     }
 
     pub fn applied(&self) -> u64 {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use raft::prelude::{ConfState, Entry, HardState};
 
 use crate::error::{EngineError, Result};
-use crate::wal::{self, Wal, WalRecord};
+use crate::wal::{self, Wal, WalRecord, WalStats};
 
 struct Sealed {
     path: PathBuf,
@@ -27,7 +27,8 @@ pub struct SegmentedWal {
     active_seq: u64,
     active_last_index: u64,
     sealed: Vec<Sealed>,
-    synced_before: u64,
+    /// What the segments before the active one did.
+    before: WalStats,
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -122,7 +123,7 @@ impl SegmentedWal {
                     active_seq: seq,
                     active_last_index: seg_last,
                     sealed,
-                    synced_before: 0,
+                    before: WalStats::default(),
                 },
             });
         }
@@ -135,7 +136,7 @@ impl SegmentedWal {
                 active_seq: 1,
                 active_last_index: 0,
                 sealed,
-                synced_before: 0,
+                before: WalStats::default(),
             },
         })
     }
@@ -157,8 +158,10 @@ impl SegmentedWal {
         self.active.sync().await
     }
 
-    pub fn bytes_synced(&self) -> u64 {
-        self.synced_before + self.active.bytes_synced()
+    pub fn stats(&self) -> WalStats {
+        let mut s = self.before;
+        s += self.active.stats();
+        s
     }
 
     /// Everything up to `index` is in chunks: start a new segment if the
@@ -171,7 +174,7 @@ impl SegmentedWal {
         hs: &HardState,
         cs: &ConfState,
     ) -> Result<usize> {
-        if self.active.bytes_synced() >= roll_bytes {
+        if self.active.stats().bytes_synced >= roll_bytes {
             let seq = self.active_seq + 1;
             let path = segment_path(&self.dir, seq);
             let mut next = Wal::open(&path, 0).await?;
@@ -180,7 +183,7 @@ impl SegmentedWal {
             next.sync().await?;
             crate::catalog::sync_dir(&self.dir)?;
             let old = std::mem::replace(&mut self.active, next);
-            self.synced_before += old.bytes_synced();
+            self.before += old.stats();
             old.close().await?;
             self.sealed.push(Sealed {
                 path: segment_path(&self.dir, self.active_seq),

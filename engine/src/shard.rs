@@ -56,6 +56,8 @@ pub struct ShardStats {
     pub shard: usize,
     pub tables: Vec<(String, String, TableStats)>,
     pub log_bytes_synced: u64,
+    pub log_syncs: u64,
+    pub log_sync_seconds: f64,
     pub raft_last_index: u64,
     pub raft_leader: bool,
     pub flushed_index: u64,
@@ -323,7 +325,10 @@ pub(crate) async fn run(
             }
         }
         let mut s = stats_node.borrow_mut();
-        s.log_bytes_synced = node.wal_bytes();
+        let log = node.wal_stats();
+        s.log_bytes_synced = log.bytes_synced;
+        s.log_syncs = log.syncs;
+        s.log_sync_seconds = log.sync_seconds;
         s.raft_last_index = node.last_index();
         s.raft_leader = node.is_leader();
     }

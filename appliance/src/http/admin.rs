@@ -83,6 +83,20 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Result<impl IntoRespons
     );
     metric(
         &mut out,
+        "sluice_log_syncs_total",
+        "Group commits of the shard log (write + fdatasync).",
+        "counter",
+        &per_shard(&|s| s.log_syncs as f64),
+    );
+    metric(
+        &mut out,
+        "sluice_log_sync_seconds_total",
+        "Time spent in group commits of the shard log.",
+        "counter",
+        &per_shard(&|s| s.log_sync_seconds),
+    );
+    metric(
+        &mut out,
         "sluice_log_segments_removed_total",
         "Log segments deleted behind chunks.",
         "counter",
