@@ -18,6 +18,9 @@
 #   CONNECTIONS=4 INFLIGHT=100             publishing connections, QoS 1 window per connection
 #   SCALE=100 SEED=1                       generated data: hosts, RNG seed
 #   SYSTEMS="sluice mosquitto"             which systems, in order
+#   ROUNDS=1                               runs of each case per system, interleaved
+#                                          (sluice, mosquitto, sluice, ...); the table
+#                                          shows each system's median run and the range
 #   SLUICE_BIN=${CARGO_TARGET_DIR:-<repo>/target}/release/sluice  (cargo build --release -p sluice)
 #   SLUICE_SHARDS=$(nproc)                 --shards for Sluice
 #   POLL_S=0.05                            interval between row counts
@@ -46,6 +49,7 @@ VISIBLE_TIMEOUT=${VISIBLE_TIMEOUT:-600}
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-1800}
 BASE_PORT=${BASE_PORT:-28000}
 KEEP=${KEEP:-0}
+ROUNDS=${ROUNDS:-1}
 DB=bench
 TOPIC="ingest/$DB"
 
@@ -59,6 +63,7 @@ MOSQ_PORT=$((BASE_PORT + 3))  # mosquitto
 for s in $SYSTEMS; do
     case "$s" in sluice|mosquitto) ;; *) die "unknown system $s in SYSTEMS (sluice, mosquitto)" ;; esac
 done
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number, not $ROUNDS"
 for q in $QOS_LIST; do [[ "$q" == 0 || "$q" == 1 ]] || die "QOS_LIST holds $q: use 0 and/or 1"; done
 for l in $LINES_LIST; do [[ "$l" == 1 || "$l" == 100 ]] || die "LINES_LIST holds $l: use 1 and/or 100"; done
 
@@ -112,9 +117,9 @@ field() { # key result-line
 declare -A RES=()
 FAILED=0
 
-run_sluice() { # qos lines messages
-    local qos=$1 lines=$2 msgs=$3 rows=$(($2 * $3))
-    NAME="sluice-qos$qos-lines$lines"
+run_sluice() { # qos lines messages round
+    local qos=$1 lines=$2 msgs=$3 rows=$(($2 * $3)) round=$4
+    NAME="sluice-qos$qos-lines$lines-r$round"
     SLUICE_ARGS=(--mqtt-addr "127.0.0.1:$MQTT_PORT")
     start_system sluice "$WORK/$NAME"
     local cpu0 cpu1 result start_us now count="" deadline status=ok
@@ -172,7 +177,7 @@ run_sluice() { # qos lines messages
         log "$NAME: ${count:-no} rows of $rows visible after ${secs}s; no rate"
     fi
     stop "$PID"
-    RES[sluice/$qos/$lines]="$rates $(field msgs_per_s "$result") $secs $cpu $(field loader_cpu_pct "$result") $status $complaints"
+    RES[sluice/$qos/$lines/$round]="$rates $(field msgs_per_s "$result") $secs $cpu $(field loader_cpu_pct "$result") $status $complaints"
 }
 
 start_mosquitto() { # dir
@@ -202,9 +207,9 @@ EOF
     die_with_log "$NAME did not listen on 127.0.0.1:$MOSQ_PORT"
 }
 
-run_mosquitto() { # qos lines messages
-    local qos=$1 lines=$2 msgs=$3
-    NAME="mosquitto-qos$qos-lines$lines"
+run_mosquitto() { # qos lines messages round
+    local qos=$1 lines=$2 msgs=$3 round=$4
+    NAME="mosquitto-qos$qos-lines$lines-r$round"
     start_mosquitto "$WORK/$NAME"
     local cpu0 cpu1 result
     cpu0=$(cpu_seconds "$PID")
@@ -212,7 +217,7 @@ run_mosquitto() { # qos lines messages
     result=$(publish "$MOSQ_PORT" "$qos" "$lines" "$msgs" --subscribe)
     cpu1=$(cpu_seconds "$PID")
     stop "$PID"
-    RES[mosquitto/$qos/$lines]="$(field delivered_msgs_per_s "$result") $(field delivered_rows_per_s "$result") \
+    RES[mosquitto/$qos/$lines/$round]="$(field delivered_msgs_per_s "$result") $(field delivered_rows_per_s "$result") \
 $(field msgs_per_s "$result") $(field delivered_secs "$result") $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{printf "%.2f", b-a}') \
 $(field loader_cpu_pct "$result")"
 }
@@ -221,24 +226,47 @@ log "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/me
 for qos in $QOS_LIST; do
     for lines in $LINES_LIST; do
         msgs=$(messages_for "$lines")
-        if want sluice; then run_sluice "$qos" "$lines" "$msgs"; fi
-        if want mosquitto; then run_mosquitto "$qos" "$lines" "$msgs"; fi
+        for round in $(seq 1 "$ROUNDS"); do
+            if want sluice; then run_sluice "$qos" "$lines" "$msgs" "$round"; fi
+            if want mosquitto; then run_mosquitto "$qos" "$lines" "$msgs" "$round"; fi
+        done
     done
 done
+
+# The result of a system's median run of a case (by msgs/s, the first field;
+# a failed run counts as 0), then that case's lowest and highest msgs/s.
+median_run() { # system qos lines
+    local r rate runs=()
+    for r in $(seq 1 "$ROUNDS"); do
+        rate=$(cut -d' ' -f1 <<<"${RES[$1/$2/$3/$r]:--}")
+        [[ "$rate" =~ ^[0-9.]+$ ]] || rate=0
+        runs+=("$rate $r")
+    done
+    local sorted mid
+    sorted=$(printf '%s\n' "${runs[@]}" | sort -n)
+    mid=$(sed -n "$(((ROUNDS + 1) / 2))p" <<<"$sorted" | cut -d' ' -f2)
+    echo "${RES[$1/$2/$3/$mid]:-}|$(head -1 <<<"$sorted" | cut -d' ' -f1)-$(tail -1 <<<"$sorted" | cut -d' ' -f1)"
+}
 
 # --- the table ---------------------------------------------------------------------
 
 echo
-echo "MQTT, TSBS cpu-only line protocol ($SCALE hosts), $CONNECTIONS publishing connections, in-flight window $INFLIGHT; $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "MQTT, TSBS cpu-only line protocol ($SCALE hosts), $CONNECTIONS publishing connections, in-flight window $INFLIGHT; $(nproc) cores; median of $ROUNDS interleaved run(s) per system; $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
-echo "| case | sluice msgs/s | sluice rows/s | mosquitto msgs/s (delivered) | ratio | messages | sluice publish->ack msgs/s | sluice s | mosquitto s | sluice CPU s | mosquitto CPU s | loader % of a core (sluice / mosquitto) | stored rows | sluice log warnings |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+echo "| case | sluice msgs/s | sluice rows/s | mosquitto msgs/s (delivered) | ratio | sluice range msgs/s | mosquitto range msgs/s | messages | sluice publish->ack msgs/s | sluice s | mosquitto s | sluice CPU s | mosquitto CPU s | loader % of a core (sluice / mosquitto) | stored rows | sluice log warnings |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
 for qos in $QOS_LIST; do
     for lines in $LINES_LIST; do
-        read -r s_msgs s_rows s_ack s_secs s_cpu s_loader s_status s_warn <<<"${RES[sluice/$qos/$lines]:-- - - - - - - -}"
-        read -r m_msgs _ _ m_secs m_cpu m_loader <<<"${RES[mosquitto/$qos/$lines]:-- - - - - -}"
+        s_run=$(median_run sluice "$qos" "$lines")
+        m_run=$(median_run mosquitto "$qos" "$lines")
+        s_range=${s_run##*|} m_range=${m_run##*|}
+        s_run=${s_run%|*} m_run=${m_run%|*}
+        want sluice || s_range=-
+        want mosquitto || m_range=-
+        read -r s_msgs s_rows s_ack s_secs s_cpu s_loader s_status s_warn <<<"${s_run:-- - - - - - - -}"
+        read -r m_msgs _ _ m_secs m_cpu m_loader <<<"${m_run:-- - - - - -}"
         ratio=$(awk -v a="$s_msgs" -v b="$m_msgs" 'BEGIN { if (a ~ /^[0-9.]+$/ && b > 0) printf "%.2fx", a / b; else printf "-" }')
-        echo "| QoS $qos, $lines line$([[ $lines == 1 ]] || echo s)/msg | $s_msgs | $s_rows | $m_msgs | $ratio | $(messages_for "$lines") | $s_ack | $s_secs | $m_secs | $s_cpu | $m_cpu | $s_loader / $m_loader | $s_status | $s_warn |"
+        echo "| QoS $qos, $lines line$([[ $lines == 1 ]] || echo s)/msg | $s_msgs | $s_rows | $m_msgs | $ratio | $s_range | $m_range | $(messages_for "$lines") | $s_ack | $s_secs | $m_secs | $s_cpu | $m_cpu | $s_loader / $m_loader | $s_status | $s_warn |"
     done
 done
 echo
