@@ -54,6 +54,8 @@ pub enum MqttError {
         addr: SocketAddr,
         source: rmqtt::Error,
     },
+    #[error("cannot start the MQTT ingest committer thread: {0}")]
+    Committer(std::io::Error),
 }
 
 /// Counters for `/metrics`.
@@ -190,7 +192,7 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
         }
     });
     *scx.extends.shared_subscription_mut().await = Box::new(hooks::Shared::default());
-    let pipeline = pipeline::Pipeline::start(engine);
+    let pipeline = pipeline::Pipeline::start(engine).map_err(MqttError::Committer)?;
     let register = scx.extends.hook_mgr().register();
     if !cfg.users.is_empty() {
         register

@@ -45,12 +45,23 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts the committer on the current tokio runtime.
-    pub fn start(engine: EngineHandle) -> Pipeline {
+    /// Starts the committer on a thread of its own. On the broker's tokio
+    /// runtime, its parsing (0.4 ms for a QoS 1 batch of ~100 one-line
+    /// publishes, tens of ms for a large QoS 0 batch) held up a worker that
+    /// the connections' tasks were queued behind: QoS 1 with 4 connections
+    /// went from 70k to 77k msgs/s (medians of 5 interleaved runs) when it
+    /// moved here.
+    pub fn start(engine: EngineHandle) -> std::io::Result<Pipeline> {
         let (tx, rx) = flume::bounded(QUEUE_DEPTH);
         let budget = Arc::new(tokio::sync::Semaphore::new(QUEUE_BYTES));
-        tokio::spawn(committer(engine, rx, budget.clone()));
-        Pipeline { tx, budget }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        let b = budget.clone();
+        std::thread::Builder::new()
+            .name("mqtt-commit".into())
+            .spawn(move || runtime.block_on(committer(engine, rx, b)))?;
+        Ok(Pipeline { tx, budget })
     }
 
     /// Queues `job`; waits for room when the queue is full, counted in
