@@ -29,7 +29,8 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     }
     let mut raw = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::BadRequest(format!("reading request body: {e}")))?;
+        let frame =
+            frame.map_err(|e| ApiError::BadRequest(format!("reading request body: {e}")))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
