@@ -109,6 +109,16 @@ enum Cell<'r, 'a> {
     Field(&'r Value<'a>),
 }
 
+/// Rows a column builder first has room for. Arrow's `new()` makes room for
+/// 1,024 rows (and a dictionary's hash table for as many values), which a
+/// QoS 1 batch of a few dozen messages per shard never fills: setting up
+/// those columns was ~5% of the server's CPU. Builders double as they fill,
+/// so large batches lose nothing (A/B, medians of 5 interleaved runs: QoS 1
+/// 84.5k -> 87.8k msgs/s, QoS 0 255k -> 263k).
+const INITIAL_ROWS: usize = 64;
+/// Distinct values a tag column's dictionary first has room for.
+const INITIAL_TAG_VALUES: usize = 16;
+
 enum ColBuilder {
     Tag(StringDictionaryBuilder<Int32Type>),
     F64(Float64Builder),
@@ -120,13 +130,28 @@ enum ColBuilder {
 
 impl ColBuilder {
     fn new(kind: ColumnKind, nulls: usize) -> Self {
+        let rows = nulls + INITIAL_ROWS;
         let mut b = match kind {
-            ColumnKind::Tag => ColBuilder::Tag(StringDictionaryBuilder::new()),
-            ColumnKind::Field(FieldType::Float) => ColBuilder::F64(Float64Builder::new()),
-            ColumnKind::Field(FieldType::Integer) => ColBuilder::I64(Int64Builder::new()),
-            ColumnKind::Field(FieldType::UInteger) => ColBuilder::U64(UInt64Builder::new()),
-            ColumnKind::Field(FieldType::Boolean) => ColBuilder::Bool(BooleanBuilder::new()),
-            ColumnKind::Field(FieldType::String) => ColBuilder::Str(StringBuilder::new()),
+            ColumnKind::Tag => ColBuilder::Tag(StringDictionaryBuilder::with_capacity(
+                rows,
+                INITIAL_TAG_VALUES,
+                INITIAL_TAG_VALUES * 16,
+            )),
+            ColumnKind::Field(FieldType::Float) => {
+                ColBuilder::F64(Float64Builder::with_capacity(rows))
+            }
+            ColumnKind::Field(FieldType::Integer) => {
+                ColBuilder::I64(Int64Builder::with_capacity(rows))
+            }
+            ColumnKind::Field(FieldType::UInteger) => {
+                ColBuilder::U64(UInt64Builder::with_capacity(rows))
+            }
+            ColumnKind::Field(FieldType::Boolean) => {
+                ColBuilder::Bool(BooleanBuilder::with_capacity(rows))
+            }
+            ColumnKind::Field(FieldType::String) => {
+                ColBuilder::Str(StringBuilder::with_capacity(rows, rows * 16))
+            }
         };
         for _ in 0..nulls {
             b.null();
