@@ -390,14 +390,15 @@ impl Wal {
     }
 
     /// Waits for the zero-fill in flight, if any. A failed fill is only
-    /// logged: the log's own writes then extend the file, as they would
-    /// without one.
+    /// logged, and that stretch is not tried again: the log's own writes
+    /// extend the file there, as they would without a fill (`filled` only
+    /// marks where the log may write without waiting for one).
     async fn finish_fill(&mut self) {
         if let Some((to, task)) = self.filling.take() {
-            match task.await {
-                Ok(()) => self.filled = self.filled.max(to),
-                Err(e) => tracing::warn!(error = %e, "zero-filling ahead of the shard log"),
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "zero-filling ahead of the shard log; the log grows by its own writes instead");
             }
+            self.filled = self.filled.max(to);
         }
     }
 
