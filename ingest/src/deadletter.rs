@@ -104,7 +104,7 @@ pub async fn record(engine: &EngineHandle, letters: Vec<DeadLetter>) -> Result<(
             if let Some(o) = l.offset {
                 row.fields.push((Cow::Borrowed("offset"), Value::I64(o)));
             }
-            sink.push(i + 1, TABLE, row)?;
+            sink.push(i + 1, TABLE, &mut row)?;
         }
         sink.finish()?
     };

@@ -203,7 +203,7 @@ pub fn prepare_into(
             sink.reject(rowno, reason);
             continue;
         }
-        sink.push(rowno, &mapping.table, row)?;
+        sink.push(rowno, &mapping.table, &mut row)?;
     }
     Ok(())
 }

@@ -131,6 +131,7 @@ pub fn prepare_into(
     let mult = opts.precision.multiplier();
     // As InfluxDB does, arrival time is cut to the request's precision.
     let default_time = opts.default_time - opts.default_time.rem_euclid(mult);
+    let mut row = sink.row();
     for (lineno, text) in lines(body) {
         let Ok(text) = text else {
             sink.reject(lineno, "line is not valid UTF-8".into());
@@ -139,7 +140,7 @@ pub fn prepare_into(
         // CRLF line ends (Windows agents) and trailing blanks are accepted, as
         // InfluxDB accepts them; the parser itself would reject them.
         let text = text.trim_end_matches(['\r', ' ', '\t']);
-        if let Some((table, mut row, ts)) = lpfast::parse(text) {
+        if let Some((table, ts)) = lpfast::parse(text, &mut row) {
             match ts.map(|t| t.checked_mul(mult)) {
                 None => row.time = default_time,
                 Some(Some(t)) => row.time = t,
@@ -155,7 +156,7 @@ pub fn prepare_into(
                 }
             }
             add_extra_tags(&mut row, &opts.extra_tags);
-            sink.push(lineno, table, row)?;
+            sink.push(lineno, table, &mut row)?;
             continue;
         }
         let parsed = match parse_lines(text).next() {
@@ -180,6 +181,8 @@ pub fn prepare_into(
             time,
             ..Default::default()
         };
+        // Not the reused `row`: this one borrows `parsed`, which lives for
+        // this line only.
         if let Some(ts) = &parsed.series.tag_set {
             row.tags.reserve(ts.len());
             for (k, v) in ts {
@@ -199,7 +202,7 @@ pub fn prepare_into(
             row.fields.push((Cow::Borrowed(k.as_str()), v));
         }
         add_extra_tags(&mut row, &opts.extra_tags);
-        sink.push(lineno, parsed.series.measurement.as_str(), row)?;
+        sink.push(lineno, parsed.series.measurement.as_str(), &mut row)?;
     }
     Ok(())
 }

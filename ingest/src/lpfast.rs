@@ -90,9 +90,14 @@ fn plain_run(b: &[u8]) -> usize {
     b.iter().take_while(|c| plain(**c)).count()
 }
 
-/// Parses `line` if it has the plain form; returns the measurement, the row
-/// (with `time` unset) and the raw timestamp. One pass over the bytes.
-pub fn parse(line: &str) -> Option<(&str, Row<'_>, Option<i64>)> {
+/// Parses `line` into `row` if it has the plain form; returns the
+/// measurement and the raw timestamp (`row.time` is left alone). One pass over
+/// the bytes. `row` is the caller's, reused line after line so that its
+/// vectors are allocated once per body rather than grown for every line; on
+/// `None` it holds a partial row.
+pub fn parse<'a>(line: &'a str, row: &mut Row<'a>) -> Option<(&'a str, Option<i64>)> {
+    row.tags.clear();
+    row.fields.clear();
     let b = line.as_bytes();
     let n = plain_run(b);
     if n == 0 {
@@ -100,7 +105,6 @@ pub fn parse(line: &str) -> Option<(&str, Row<'_>, Option<i64>)> {
     }
     let measurement = &line[..n];
     let mut i = n;
-    let mut row = Row::default();
     while b.get(i) == Some(&b',') {
         let ks = i + 1;
         let kl = plain_run(&b[ks..]);
@@ -146,7 +150,7 @@ pub fn parse(line: &str) -> Option<(&str, Row<'_>, Option<i64>)> {
         Some(b' ') if is_signed_int(&line[i + 1..]) => Some(line[i + 1..].parse().ok()?),
         Some(_) => return None,
     };
-    Some((measurement, row, ts))
+    Some((measurement, ts))
 }
 
 #[cfg(test)]
@@ -157,7 +161,8 @@ mod tests {
 
     /// Asserts that the crate agrees with the fast path wherever it answers.
     fn agree(line: &str) -> bool {
-        let Some((m, row, ts)) = parse(line) else {
+        let mut row = Row::default();
+        let Some((m, ts)) = parse(line, &mut row) else {
             return false;
         };
         let reference = match parse_lines(line).next() {

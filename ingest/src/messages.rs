@@ -99,10 +99,10 @@ impl<'c> MessageBatch<'c> {
                 return Ok(0);
             }
         };
-        if !self.sinks.contains_key(&db) {
-            match RowSink::new(self.catalog, &db, self.shards) {
+        if !self.sinks.contains_key(db) {
+            match RowSink::new(self.catalog, db, self.shards) {
                 Ok(s) => {
-                    self.sinks.insert(db.clone(), s);
+                    self.sinks.insert(db.to_string(), s);
                 }
                 Err(IngestError::Database(e)) => {
                     self.dead_letter(msg, e);
@@ -111,7 +111,7 @@ impl<'c> MessageBatch<'c> {
                 Err(e) => return Err(e),
             }
         }
-        let Some(sink) = self.sinks.get_mut(&db) else {
+        let Some(sink) = self.sinks.get_mut(db) else {
             return Ok(0);
         };
         let before = sink.accepted();

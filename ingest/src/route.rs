@@ -71,16 +71,16 @@ impl Route {
 
     /// The database a message goes to and the tags its captures add: a
     /// capture the database names is not also a tag.
-    pub fn resolve(
-        &self,
-        captures: &[(String, String)],
-    ) -> Result<(String, Vec<(String, String)>), String> {
+    pub fn resolve<'s>(
+        &'s self,
+        captures: &'s [(String, String)],
+    ) -> Result<(&'s str, Captures), String> {
         match self.database_capture() {
             Some(name) => {
                 let db = captures
                     .iter()
                     .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
+                    .map(|(_, v)| v.as_str())
                     .ok_or_else(|| format!("nothing captured as {{{name}}}"))?;
                 let tags = captures
                     .iter()
@@ -89,7 +89,7 @@ impl Route {
                     .collect();
                 Ok((db, tags))
             }
-            None => Ok((self.database.clone(), captures.to_vec())),
+            None => Ok((self.database.as_str(), captures.to_vec())),
         }
     }
 
@@ -138,7 +138,7 @@ impl Route {
         arrival: i64,
     ) -> Result<Prepared, IngestError> {
         let (database, tags) = self.resolve(captures).map_err(IngestError::Database)?;
-        let mut sink = RowSink::new(catalog, &database, shards)?;
+        let mut sink = RowSink::new(catalog, database, shards)?;
         self.prepare_into(&mut sink, payload, &tags, arrival)?;
         sink.finish()
     }

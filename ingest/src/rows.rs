@@ -104,6 +104,7 @@ impl Value<'_> {
 }
 
 /// One cell of a row on its way into a column builder.
+#[derive(Clone, Copy)]
 enum Cell<'r, 'a> {
     Tag(&'r str),
     Field(&'r Value<'a>),
@@ -224,30 +225,37 @@ struct TableBuilder {
 }
 
 impl TableBuilder {
-    fn push_row(&mut self, time: i64, values: &[(&str, ColumnKind, Cell<'_, '_>)], layout: u32) {
+    /// `values` are the row's cells; every row of one `layout` has the same
+    /// columns in the same order.
+    fn push_row<'r, 'a: 'r>(
+        &mut self,
+        time: i64,
+        values: impl Iterator<Item = (&'r str, ColumnKind, Cell<'r, 'a>)>,
+        layout: u32,
+    ) {
         let row = self.times.len();
         self.times.push(time);
-        if self.last_layout == Some(layout) && self.cursor.len() == values.len() {
-            for (pos, (_, _, v)) in values.iter().enumerate() {
-                self.columns[self.cursor[pos]].2.push(v);
+        if self.last_layout == Some(layout) {
+            let mut n = 0;
+            for (pos, (_, _, v)) in values.enumerate() {
+                self.columns[self.cursor[pos]].2.push(&v);
+                n += 1;
             }
-            self.fill_nulls(row, values.len());
+            self.fill_nulls(row, n);
             return;
         }
         self.last_layout = Some(layout);
-        self.cursor.truncate(values.len());
-        for (pos, (name, kind, v)) in values.iter().enumerate() {
+        let mut n = 0;
+        for (pos, (name, kind, v)) in values.enumerate() {
+            n += 1;
             let idx = match self.cursor.get(pos) {
-                Some(&i) if self.columns[i].0 == *name => i,
+                Some(&i) if self.columns[i].0 == name => i,
                 _ => {
-                    let i = match self.index.get(*name) {
+                    let i = match self.index.get(name) {
                         Some(&i) => i,
                         None => {
-                            self.columns.push((
-                                name.to_string(),
-                                *kind,
-                                ColBuilder::new(*kind, row),
-                            ));
+                            self.columns
+                                .push((name.to_string(), kind, ColBuilder::new(kind, row)));
                             self.index.insert(name.to_string(), self.columns.len() - 1);
                             self.columns.len() - 1
                         }
@@ -260,9 +268,10 @@ impl TableBuilder {
                     i
                 }
             };
-            self.columns[idx].2.push(v);
+            self.columns[idx].2.push(&v);
         }
-        self.fill_nulls(row, values.len());
+        self.cursor.truncate(n);
+        self.fill_nulls(row, n);
     }
 
     /// Gives every column the row did not mention a null.
@@ -317,6 +326,8 @@ pub struct RowSink<'c> {
     verified: HashMap<String, (u32, Vec<(String, ColumnKind)>)>,
     next_layout: u32,
     key_buf: Vec<u8>,
+    /// Tags and fields of the last row pushed (see [`RowSink::row`]).
+    shape: (usize, usize),
     out: Prepared,
     rejections_taken: usize,
 }
@@ -341,8 +352,20 @@ impl<'c> RowSink<'c> {
             verified: HashMap::new(),
             next_layout: 0,
             key_buf: Vec::with_capacity(256),
+            shape: (0, 0),
             out: Prepared::default(),
             rejections_taken: 0,
+        }
+    }
+
+    /// An empty row with room for as many tags and fields as the last row
+    /// pushed had. A sink fed many one-line messages (MQTT, Kafka) then
+    /// allocates each row's two vectors once instead of growing them.
+    pub fn row<'a>(&self) -> Row<'a> {
+        Row {
+            tags: Vec::with_capacity(self.shape.0),
+            fields: Vec::with_capacity(self.shape.1),
+            time: 0,
         }
     }
 
@@ -366,8 +389,15 @@ impl<'c> RowSink<'c> {
 
     /// Adds `row` to `table`, or rejects it (as line `line`) with the reason.
     /// Only an I/O failure of the catalog is an error of the whole request.
-    pub fn push(&mut self, line: usize, table: &str, mut row: Row<'_>) -> Result<(), IngestError> {
-        row.tags.sort_unstable();
+    /// Takes `row` by reference so that a front end can reuse its vectors for
+    /// the next row; its tags are left sorted.
+    pub fn push(&mut self, line: usize, table: &str, row: &mut Row<'_>) -> Result<(), IngestError> {
+        // Agents mostly send tags already sorted (line protocol asks for it).
+        if !row.tags.is_sorted() {
+            row.tags.sort_unstable();
+        }
+        self.shape = (row.tags.len(), row.fields.len());
+        let row = &*row;
         if let Some(reason) = non_finite(&row.fields) {
             self.out.reject(line, reason);
             return Ok(());
@@ -375,27 +405,46 @@ impl<'c> RowSink<'c> {
         // Fast path: the same columns, in the same order, as a row of this
         // table already checked in this request (no duplicates, no reserved
         // names, types agreeing with the catalog). Columns only ever get
-        // added to the catalog, so that check still holds.
+        // added to the catalog, so that check still holds. It builds no
+        // per-row vectors: the cells go straight from the row to the columns.
         let seen = self
             .verified
             .get(table)
-            .filter(|(_, cols)| same_columns(cols, &row))
+            .filter(|(_, cols)| same_columns(cols, row))
             .map(|(layout, _)| *layout);
+        let shard = route(
+            &mut self.key_buf,
+            &self.db,
+            table,
+            &row.tags,
+            self.builders.len(),
+        );
+        if let Some(layout) = seen {
+            let cells = row
+                .tags
+                .iter()
+                .map(|(k, v)| (k.as_ref(), ColumnKind::Tag, Cell::Tag(v.as_ref())))
+                .chain(row.fields.iter().map(|(k, v)| {
+                    (
+                        k.as_ref(),
+                        ColumnKind::Field(v.field_type()),
+                        Cell::Field(v),
+                    )
+                }));
+            self.push_cells(shard, table, row.time, cells, layout);
+            return Ok(());
+        }
         let mut fields: Vec<(&str, &Value<'_>)> = Vec::with_capacity(row.fields.len());
-        if seen.is_some() {
-            fields.extend(row.fields.iter().map(|(k, v)| (k.as_ref(), v)));
-        } else {
-            // A repeated field key keeps its last value.
-            for (k, v) in &row.fields {
-                match fields.iter_mut().find(|(n, _)| *n == k.as_ref()) {
-                    Some(slot) => slot.1 = v,
-                    None => fields.push((k.as_ref(), v)),
-                }
+        // A repeated field key keeps its last value.
+        for (k, v) in &row.fields {
+            match fields.iter_mut().find(|(n, _)| *n == k.as_ref()) {
+                Some(slot) => slot.1 = v,
+                None => fields.push((k.as_ref(), v)),
             }
-            if let Some(reason) = check(&row.tags, &fields) {
-                self.out.reject(line, reason);
-                return Ok(());
-            }
+        }
+        if let Some(reason) = check(&row.tags, &fields) {
+            self.out.reject(line, reason);
+            return Ok(());
         }
         let mut cells: Vec<(&str, ColumnKind, Cell<'_, '_>)> =
             Vec::with_capacity(row.tags.len() + fields.len());
@@ -405,28 +454,28 @@ impl<'c> RowSink<'c> {
         for (k, v) in &fields {
             cells.push((k, ColumnKind::Field(v.field_type()), Cell::Field(v)));
         }
-        let layout = match seen {
-            Some(layout) => layout,
-            None => match self.verify_layout(line, table, &cells)? {
-                Some(layout) => layout,
-                None => return Ok(()),
-            },
+        let Some(layout) = self.verify_layout(line, table, &cells)? else {
+            return Ok(());
         };
-        let shard = route(
-            &mut self.key_buf,
-            &self.db,
-            table,
-            &row.tags,
-            self.builders.len(),
-        );
+        self.push_cells(shard, table, row.time, cells.iter().copied(), layout);
+        Ok(())
+    }
+
+    fn push_cells<'r, 'a: 'r>(
+        &mut self,
+        shard: usize,
+        table: &str,
+        time: i64,
+        cells: impl Iterator<Item = (&'r str, ColumnKind, Cell<'r, 'a>)>,
+        layout: u32,
+    ) {
         let per_table = &mut self.builders[shard];
         let tb = match per_table.get_mut(table) {
             Some(b) => b,
             None => per_table.entry(table.to_string()).or_default(),
         };
-        tb.push_row(row.time, &cells, layout);
+        tb.push_row(time, cells, layout);
         self.out.accepted += 1;
-        Ok(())
     }
 
     /// Checks a column list against the catalog (adding new columns), and

@@ -88,7 +88,7 @@ impl Ingest {
             .submit(Job {
                 route,
                 captures,
-                topic: topic.to_string(),
+                topic: publish.topic.clone(),
                 payload: publish.payload.clone(),
                 arrival: crate::lp::now_ns(),
                 done: tx,

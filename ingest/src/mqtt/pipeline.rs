@@ -29,7 +29,8 @@ pub const QUEUE_DEPTH: usize = 16384;
 pub struct Job {
     pub route: Arc<Route>,
     pub captures: Vec<(String, String)>,
-    pub topic: String,
+    /// Shares the publish's own string (a reference count, no copy).
+    pub topic: rmqtt::types::TopicName,
     pub payload: Bytes,
     pub arrival: i64,
     /// Answered once the job's rows (or its dead letter) are durable.

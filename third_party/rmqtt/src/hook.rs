@@ -47,7 +47,7 @@
 //! dispatched in unspecified order. The chain runs until a handler returns
 //! `proceed=false`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -596,13 +596,13 @@ pub enum HookResult {
 /// Handlers can be registered but disabled, allowing
 /// deferred activation via the [`Register`] lifecycle.
 struct HookEntry {
-    handler: Box<dyn Handler>,
+    handler: Arc<dyn Handler>,
     enabled: bool,
 }
 
 impl HookEntry {
     fn new(handler: Box<dyn Handler>) -> Self {
-        Self { handler, enabled: false }
+        Self { handler: Arc::from(handler), enabled: false }
     }
 }
 
@@ -630,6 +630,12 @@ type HandlerId = String;
 pub struct DefaultHookManager {
     #[allow(clippy::type_complexity)]
     handlers: Arc<DashMap<Type, Arc<tokio::sync::RwLock<BTreeMap<(Priority, HandlerId), HookEntry>>>>>,
+    /// Sluice patch: the enabled handlers of each type in call order, rebuilt
+    /// whenever one is added, enabled or disabled. A hook call then clones one
+    /// `Arc` under an uncontended lock instead of locking a `DashMap` shard
+    /// and a tokio `RwLock` (whose release takes a mutex), several times for
+    /// every PUBLISH.
+    active: Arc<parking_lot::RwLock<HashMap<Type, Arc<[Arc<dyn Handler>]>>>>,
 }
 
 impl Default for DefaultHookManager {
@@ -641,7 +647,7 @@ impl Default for DefaultHookManager {
 impl DefaultHookManager {
     #[inline]
     pub fn new() -> DefaultHookManager {
-        Self { handlers: Arc::new(DashMap::default()) }
+        Self { handlers: Arc::new(DashMap::default()), active: Arc::default() }
     }
 
     #[inline]
@@ -660,21 +666,24 @@ impl DefaultHookManager {
         }
     }
 
+    /// Rebuilds the call list of `typ` from its registry entries; called with
+    /// the entries' write lock held, so two rebuilds cannot land out of order.
+    fn refresh(&self, typ: Type, entries: &BTreeMap<(Priority, HandlerId), HookEntry>) {
+        let list: Arc<[Arc<dyn Handler>]> =
+            entries.values().rev().filter(|entry| entry.enabled).map(|entry| entry.handler.clone()).collect();
+        self.active.write().insert(typ, list);
+    }
+
     #[inline]
     async fn exec<'a>(&'a self, t: Type, p: Parameter<'a>) -> Option<HookResult> {
         let mut acc = None;
-        let type_handlers = { self.handlers.get(&t).map(|h| (*h.value()).clone()) };
-        if let Some(type_handlers) = type_handlers {
-            let type_handlers = type_handlers.read().await;
-            for (_, entry) in type_handlers.iter().rev() {
-                if entry.enabled {
-                    let (proceed, new_acc) = entry.handler.hook(&p, acc).await;
-                    if !proceed {
-                        return new_acc;
-                    }
-                    acc = new_acc;
-                }
+        let list = self.active.read().get(&t).cloned();
+        for handler in list.iter().flat_map(|l| l.iter()) {
+            let (proceed, new_acc) = handler.hook(&p, acc).await;
+            if !proceed {
+                return new_acc;
             }
+            acc = new_acc;
         }
         acc
     }
@@ -856,11 +865,13 @@ impl DefaultHookRegister {
         for type_id in self.type_ids.iter() {
             let (typ, key) = type_id.key();
             if let Some(type_handlers) = self.manager.handlers.get(typ) {
-                if let Some(entry) = type_handlers.write().await.get_mut(key) {
+                let mut entries = type_handlers.write().await;
+                if let Some(entry) = entries.get_mut(key) {
                     if entry.enabled != b {
                         entry.enabled = b;
                     }
                 }
+                self.manager.refresh(*typ, &entries);
             }
         }
     }

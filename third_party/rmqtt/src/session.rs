@@ -359,27 +359,44 @@ impl SessionState {
         tokio::pin!(deliver_timeout_delay);
 
         let mut pending = PendingPublishes::default();
+        // Sluice patch: the keep-alive timer is not reset on every packet (a
+        // timer-wheel update per PUBLISH); it fires, looks at when the client
+        // was last heard from, and either times out or re-arms for the rest.
+        let mut last_heard = Instant::now();
+        // Sluice patch: the redelivery timer is re-armed only after an
+        // iteration that may have added to the outbound in-flight window. A
+        // client's own PUBLISH cannot, and re-arming it (a lock and a timer
+        // update) on every one of them cost more than the publish's routing.
+        // A timer left early only wakes the loop to find nothing timed out.
+        let mut rearm_deliver = true;
         loop {
             log::debug!("{:?} tokio::select! loop", state.id);
-            deliver_timeout_delay.as_mut().reset(
-                Instant::now()
-                    + state
-                        .out_inflight()
-                        .read()
-                        .await
-                        .get_timeout()
-                        .unwrap_or_else(|| Duration::from_secs(120)),
-            );
+            if std::mem::take(&mut rearm_deliver) {
+                deliver_timeout_delay.as_mut().reset(
+                    Instant::now()
+                        + state
+                            .out_inflight()
+                            .read()
+                            .await
+                            .get_timeout()
+                            .unwrap_or_else(|| Duration::from_secs(120)),
+                );
+            }
 
             tokio::select! {
                  // Sluice patch: not while QoS 1 batches are pending. Their
                  // publishes came from the client, and a client whose window is
                  // full waits on the broker, not the other way round.
                  _ = &mut keep_alive_delay, if pending.is_empty() => {
-                    return Err(Reason::ConnectKeepaliveTimeout)
+                    let due = last_heard + keep_alive_interval;
+                    if Instant::now() >= due {
+                        return Err(Reason::ConnectKeepaliveTimeout)
+                    }
+                    keep_alive_delay.as_mut().reset(due);
                 },
 
                 _ = &mut deliver_timeout_delay => {
+                    rearm_deliver = true;
                     while let Some(iflt_msg) = state.out_inflight().write().await.pop_front_timeout(){
                         log::debug!("{:?} has timeout message in inflight: {:?}", state.id, iflt_msg);
                         state.reforward(iflt_msg).await?;
@@ -388,6 +405,7 @@ impl SessionState {
 
                 deliver_packet = deliver_queue_rx.next(), if state.out_inflight().read().await.has_credit() => {
                     log::debug!("{:?} deliver_packet: {:?}", state.id, deliver_packet);
+                    rearm_deliver = true;
                     match deliver_packet {
                         Some(Some((from, p))) => {
                             state.deliver(sink, from, p).await?;
@@ -403,6 +421,7 @@ impl SessionState {
 
                 msg = state.rx.next() => {
                     log::debug!("{:?} msg: {:?}", state.id, msg);
+                    rearm_deliver = true;
                     if let Some(msg) = msg {
                         #[cfg(feature = "debug")]
                         state.scx.stats.debug_session_channels.dec();
@@ -415,14 +434,14 @@ impl SessionState {
                 // Sluice patch: QoS 1 batches whose hooks are done are answered.
                 done = pending.next_done(), if !pending.is_empty() => {
                     state.finish_publish_batch(sink, done).await?;
-                    keep_alive_delay.as_mut().reset(Instant::now() + keep_alive_interval);
+                    last_heard = Instant::now();
                 }
 
                 // Sluice patch: while batches are pending, reading stops when the
                 // in-flight window is full; they free it as they are answered.
                 pkt = sink.recv(), if pending.is_empty() || state.publish_room() > 0 => {
                     log::debug!("{:?} pkt: {:?}", state.id, pkt);
-                    keep_alive_delay.as_mut().reset(Instant::now() + keep_alive_interval);
+                    last_heard = Instant::now();
                     let after = match pkt {
                         Ok(Some(pkt)) if is_acked_publish(&pkt) => {
                             // Sluice patch: publishes the client has already sent are
@@ -439,7 +458,10 @@ impl SessionState {
                     if let Some(after) = after {
                         state.finish_pending(sink, &mut pending).await?;
                         match after? {
-                            Some(pkt) => state.process_mqtt_message(sink, pkt, flags).await?,
+                            Some(pkt) => {
+                                rearm_deliver |= !matches!(pkt, Packet::V3(v3::Packet::Publish(_)) | Packet::V5(v5::Packet::Publish(_)));
+                                state.process_mqtt_message(sink, pkt, flags).await?
+                            }
                             None => return Err(Reason::ConnectRemoteClose),
                         }
                     }
