@@ -613,3 +613,40 @@ fn a_v5_disconnect_with_will_message_publishes_the_will() {
     let got = received(&rx, Duration::from_secs(2));
     assert_eq!(got, ["wills/asked"]);
 }
+
+/// The broker remembers topics that matched no subscription; a subscription
+/// made later must still get what is published to them from then on.
+#[test]
+fn a_later_subscriber_gets_topics_that_had_no_subscriber() {
+    let s = TestServer::start();
+    let (publisher, conn) = Client::new(options(&s, "early-bird"), 100);
+    let prx = drive(conn);
+    wait_connack(&prx).unwrap();
+    let topics = ["ingest/late", "plant/pump-1/state"];
+    let publish_round = |round: usize| {
+        for t in topics {
+            let payload = format!("m,round={round} v={round}i");
+            publisher
+                .publish(t, QoS::AtLeastOnce, false, payload)
+                .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut acks = 0;
+        while acks < topics.len() {
+            assert!(Instant::now() < deadline, "round {round}: {acks} PUBACKs");
+            if let Ok(Ok(Event::Incoming(Packet::PubAck(_)))) =
+                prx.recv_timeout(Duration::from_secs(10))
+            {
+                acks += 1;
+            }
+        }
+    };
+    publish_round(1);
+    publish_round(2);
+    let (_sub, srx) = subscriber(&s, "latecomer", "#");
+    publish_round(3);
+    let mut got = received(&srx, Duration::from_secs(2));
+    got.sort();
+    assert_eq!(got, vec!["m,round=3 v=3i".to_string(); 2], "one per topic");
+    s.wait_scalar("late", "SELECT count(*) FROM m", 3, Duration::from_secs(30));
+}
