@@ -96,7 +96,11 @@ fn lines(body: &[u8]) -> Vec<(usize, Result<&str, ()>)> {
                     seg
                 };
                 out.push((lineno, Ok(line)));
-                lineno += 1 + memchr::memchr_iter(b'\n', line.as_bytes()).count();
+                // Only a tricky line can span physical lines.
+                lineno += 1;
+                if tricky {
+                    lineno += memchr::memchr_iter(b'\n', line.as_bytes()).count();
+                }
                 rest = rest.get(line.len() + 1..).unwrap_or("");
             }
         }

@@ -14,9 +14,62 @@ use std::borrow::Cow;
 use crate::rows::{Row, Value};
 
 /// Bytes allowed in names on the fast path: a conservative subset of what the
-/// grammar allows, with nothing that needs escaping or has a meaning.
+/// grammar allows, with nothing that needs escaping or has a meaning. A table,
+/// because this test runs for nearly every byte of a line.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/');
+        i += 1;
+    }
+    t
+};
+
 fn plain(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/')
+    PLAIN[b as usize]
+}
+
+/// Powers of ten that an `f64` holds exactly.
+const EXACT_POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// A plain decimal (`-?d+(.d+)?`, no exponent) whose digits, read as one
+/// integer, fit in 53 bits: that integer and the power of ten are both exact
+/// in an `f64`, so one division rounds correctly and gives the bits the
+/// standard parser gives (Clinger's fast path), without its general
+/// machinery. Anything else is `None` and goes to `str::parse`.
+fn simple_float(s: &[u8]) -> Option<f64> {
+    let (neg, digits) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        _ => (false, s),
+    };
+    let mut mantissa: u64 = 0;
+    let mut int_digits = 0;
+    let mut frac_digits = 0;
+    let mut seen_point = false;
+    for &c in digits {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+                if seen_point {
+                    frac_digits += 1;
+                } else {
+                    int_digits += 1;
+                }
+            }
+            b'.' if !seen_point => seen_point = true,
+            _ => return None,
+        }
+    }
+    if int_digits == 0 || (seen_point && frac_digits == 0) || mantissa > (1 << 53) {
+        return None;
+    }
+    let v = mantissa as f64 / *EXACT_POW10.get(frac_digits)?;
+    Some(if neg { -v } else { v })
 }
 
 fn digits(s: &[u8]) -> usize {
@@ -78,6 +131,9 @@ fn value(s: &str) -> Option<Value<'_>> {
         "t" | "T" | "true" | "True" | "TRUE" => return Some(Value::Bool(true)),
         "f" | "F" | "false" | "False" | "FALSE" => return Some(Value::Bool(false)),
         _ => {}
+    }
+    if let Some(v) = simple_float(s.as_bytes()) {
+        return Some(Value::F64(v));
     }
     if is_float(s) {
         return s.parse().ok().map(Value::F64);
@@ -211,6 +267,31 @@ mod tests {
     }
 
     #[test]
+    fn simple_floats_round_as_the_standard_parser_does() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut took = 0;
+        for _ in 0..200_000 {
+            let digits = rng.gen_range(1..=20);
+            let mut s: String = (0..digits)
+                .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
+                .collect();
+            let point = rng.gen_range(0..=digits);
+            if point < digits {
+                s.insert(point.max(1), '.');
+            }
+            if rng.gen_bool(0.3) {
+                s.insert(0, '-');
+            }
+            let expected: f64 = s.parse().unwrap();
+            if let Some(v) = simple_float(s.as_bytes()) {
+                assert_eq!(v.to_bits(), expected.to_bits(), "{s}");
+                took += 1;
+            }
+        }
+        assert!(took > 50_000, "fast path took only {took}");
+    }
+
+    #[test]
     fn agrees_with_the_crate_on_the_corpus() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../shared/testdata/line-protocol-corpus/corpus.json");
@@ -276,6 +357,22 @@ mod tests {
             "",
             "1_0",
             "0x10",
+            "58.1317132304976",
+            "-0.000000000000000000001",
+            "0.1",
+            "0.30000000000000004",
+            "9007199254740992",
+            "9007199254740993",
+            "9007199254740993.5",
+            "123456789012345678901234567890",
+            "1.00000000000000000000000000001",
+            "3.14159265358979323846",
+            "4503599627370497.5",
+            "-0.0",
+            "00.5",
+            "1..2",
+            "-.5",
+            "1.5-",
         ];
         let names = [
             "a",
