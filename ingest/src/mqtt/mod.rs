@@ -83,7 +83,7 @@ impl MqttMetrics {
 
 /// Routes compiled for matching, in the order they are tried.
 pub(crate) struct RouteTable {
-    routes: Vec<(TopicPattern, Arc<Route>)>,
+    routes: Vec<(TopicPattern, Route)>,
 }
 
 impl RouteTable {
@@ -104,7 +104,7 @@ impl RouteTable {
             }
             r.validate().map_err(err)?;
             let pattern = TopicPattern::parse(&filter).map_err(err)?;
-            routes.push((pattern, Arc::new(r.clone())));
+            routes.push((pattern, r.clone()));
         }
         if cfg.ingest_topics {
             let pattern =
@@ -123,16 +123,34 @@ impl RouteTable {
                 tags: Vec::new(),
                 precision: None,
             };
-            routes.push((pattern, Arc::new(route)));
+            routes.push((pattern, route));
         }
         Ok(RouteTable { routes })
     }
 
-    /// The first route whose filter matches `topic`, with its captures.
-    pub(crate) fn find(&self, topic: &str) -> Option<(Arc<Route>, Captures)> {
+    /// The first route whose filter matches `topic` (its index, see
+    /// [`RouteTable::route`]), with its captures. An index rather than an
+    /// `Arc<Route>`, so that a publish does not touch a reference count
+    /// shared by every broker thread and the committer.
+    pub(crate) fn find(&self, topic: &str) -> Option<(usize, Captures)> {
         self.routes
             .iter()
-            .find_map(|(p, r)| p.matches(topic).map(|c| (r.clone(), c)))
+            .enumerate()
+            .find_map(|(i, (p, _))| p.matches(topic).map(|c| (i, c)))
+    }
+
+    pub(crate) fn route(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index).map(|(_, r)| r)
+    }
+
+    /// A table of `routes` that match every topic, for tests of what comes
+    /// after matching.
+    #[cfg(test)]
+    pub(crate) fn matching_all(routes: Vec<Route>) -> Self {
+        let all = TopicPattern::parse("#").expect("`#` is a valid filter");
+        RouteTable {
+            routes: routes.into_iter().map(|r| (all.clone(), r)).collect(),
+        }
     }
 }
 
@@ -192,7 +210,8 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
         }
     });
     *scx.extends.shared_subscription_mut().await = Box::new(hooks::Shared::default());
-    let pipeline = pipeline::Pipeline::start(engine).map_err(MqttError::Committer)?;
+    let pipeline =
+        pipeline::Pipeline::start(engine, routes.clone()).map_err(MqttError::Committer)?;
     let register = scx.extends.hook_mgr().register();
     if !cfg.users.is_empty() {
         register

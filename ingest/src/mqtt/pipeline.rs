@@ -12,10 +12,10 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use sluice_engine::{Catalog, EngineError, EngineHandle};
 
+use super::RouteTable;
 use crate::deadletter::Source;
 use crate::error::IngestError;
 use crate::messages::{Committed, Message, MessageBatch, PreparedMessages};
-use crate::route::Route;
 
 /// Most publishes one batch takes.
 const MAX_BATCH_MESSAGES: usize = 8192;
@@ -27,7 +27,8 @@ const QUEUE_BYTES: usize = 64 << 20;
 pub const QUEUE_DEPTH: usize = 16384;
 
 pub struct Job {
-    pub route: Arc<Route>,
+    /// Index of the route in the pipeline's [`RouteTable`].
+    pub route: usize,
     pub captures: Vec<(String, String)>,
     /// Shares the publish's own string (a reference count, no copy).
     pub topic: rmqtt::types::TopicName,
@@ -52,7 +53,7 @@ impl Pipeline {
     /// the connections' tasks were queued behind: QoS 1 with 4 connections
     /// went from 70k to 77k msgs/s (medians of 5 interleaved runs) when it
     /// moved here.
-    pub fn start(engine: EngineHandle) -> std::io::Result<Pipeline> {
+    pub fn start(engine: EngineHandle, routes: Arc<RouteTable>) -> std::io::Result<Pipeline> {
         let (tx, rx) = flume::bounded(QUEUE_DEPTH);
         let budget = Arc::new(tokio::sync::Semaphore::new(QUEUE_BYTES));
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -61,7 +62,7 @@ impl Pipeline {
         let b = budget.clone();
         std::thread::Builder::new()
             .name("mqtt-commit".into())
-            .spawn(move || runtime.block_on(committer(engine, rx, b)))?;
+            .spawn(move || runtime.block_on(committer(engine, routes, rx, b)))?;
         Ok(Pipeline { tx, budget })
     }
 
@@ -95,6 +96,7 @@ impl Pipeline {
 /// the figures.
 async fn committer(
     engine: EngineHandle,
+    routes: Arc<RouteTable>,
     rx: flume::Receiver<Job>,
     budget: Arc<tokio::sync::Semaphore>,
 ) {
@@ -105,7 +107,7 @@ async fn committer(
         // are refused and disconnected, so they resend; the committer
         // carries on.
         let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            parse(&catalog, engine.shard_count(), jobs)
+            parse(&catalog, engine.shard_count(), &routes, jobs)
         }))
         .ok();
         let Some(Parsed { jobs, prepared }) = parsed else {
@@ -174,13 +176,13 @@ struct Parsed {
 /// other core partly idle. Smaller batches are not worth a thread.
 const SPLIT_PARSE_BYTES: usize = 512 << 10;
 
-fn parse(catalog: &Catalog, shards: usize, jobs: Vec<Job>) -> Parsed {
+fn parse(catalog: &Catalog, shards: usize, routes: &RouteTable, jobs: Vec<Job>) -> Parsed {
     let bytes: usize = jobs.iter().map(|j| j.payload.len()).sum();
     let prepared = if jobs.len() >= 2 && bytes >= SPLIT_PARSE_BYTES {
         let (first, second) = jobs.split_at(jobs.len() / 2);
         std::thread::scope(|s| {
-            let later = s.spawn(|| prepare(catalog, shards, second));
-            let earlier = prepare(catalog, shards, first);
+            let later = s.spawn(|| prepare(catalog, shards, routes, second));
+            let earlier = prepare(catalog, shards, routes, first);
             // A panic over there is re-raised here, for the committer's
             // guard to catch like one of its own.
             let later = later
@@ -191,7 +193,7 @@ fn parse(catalog: &Catalog, shards: usize, jobs: Vec<Job>) -> Parsed {
             Ok(all)
         })
     } else {
-        prepare(catalog, shards, &jobs)
+        prepare(catalog, shards, routes, &jobs)
     };
     Parsed { jobs, prepared }
 }
@@ -199,6 +201,7 @@ fn parse(catalog: &Catalog, shards: usize, jobs: Vec<Job>) -> Parsed {
 fn prepare(
     catalog: &Catalog,
     shards: usize,
+    routes: &RouteTable,
     jobs: &[Job],
 ) -> Result<PreparedMessages, IngestError> {
     let mut batch = MessageBatch::new(catalog, shards, Source::Mqtt);
@@ -210,7 +213,12 @@ fn prepare(
             payload: &j.payload,
             arrival: j.arrival,
         };
-        batch.add(&j.route, &j.captures, &msg)?;
+        match routes.route(j.route) {
+            Some(route) => {
+                batch.add(route, &j.captures, &msg)?;
+            }
+            None => batch.add_unrouted(&msg),
+        }
     }
     batch.into_writes()
 }
@@ -236,11 +244,11 @@ async fn write_with_retry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::Format;
+    use crate::route::{Format, Route};
 
-    fn job(route: &Arc<Route>, payload: String) -> Job {
+    fn job(payload: String) -> Job {
         Job {
-            route: route.clone(),
+            route: 0,
             captures: vec![],
             topic: "ingest/farm".into(),
             payload: Bytes::from(payload),
@@ -254,7 +262,7 @@ mod tests {
     fn a_large_batch_parsed_in_halves_stores_what_one_pass_stores() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(dir.path()).unwrap();
-        let route = Arc::new(Route {
+        let routes = RouteTable::matching_all(vec![Route {
             filter: None,
             topic: None,
             database: "farm".into(),
@@ -263,7 +271,7 @@ mod tests {
             time: None,
             tags: vec![],
             precision: None,
-        });
+        }]);
         let pad = "x".repeat(200);
         let make = || -> Vec<Job> {
             (0..3000)
@@ -274,7 +282,7 @@ mod tests {
                     } else {
                         format!("soil,probe=p{} moisture={i},note=\"{pad}\" {i}", i % 7)
                     };
-                    job(&route, line)
+                    job(line)
                 })
                 .collect()
         };
@@ -284,8 +292,11 @@ mod tests {
             bytes >= SPLIT_PARSE_BYTES,
             "the batch must take the split path"
         );
-        let split = parse(&catalog, 2, jobs).prepared.unwrap().committed();
-        let whole = prepare(&catalog, 2, &make()).unwrap().committed();
+        let split = parse(&catalog, 2, &routes, jobs)
+            .prepared
+            .unwrap()
+            .committed();
+        let whole = prepare(&catalog, 2, &routes, &make()).unwrap().committed();
         let expected = Committed {
             messages: 3000,
             rows: 2999,
