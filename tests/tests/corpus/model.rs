@@ -91,12 +91,20 @@ pub fn error_line(err: &str) -> Option<usize> {
     rest.split(':').next()?.parse().ok()
 }
 
+/// This package's directory as `cargo test` gives it at run time; the
+/// compile-time value is only the fallback, because a test binary reused from
+/// a shared target directory may have been built from a checkout elsewhere.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 fn corpus_path() -> PathBuf {
     if let Ok(p) = std::env::var("SLUICE_LP_CORPUS") {
         return PathBuf::from(p);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/line-protocol-corpus/corpus.json")
+    manifest_dir().join("../../shared/testdata/line-protocol-corpus/corpus.json")
 }
 
 pub fn load_corpus() -> Vec<Case> {
@@ -195,7 +203,7 @@ pub struct Divergences {
 }
 
 pub fn divergences_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus_divergences.tsv")
+    manifest_dir().join("corpus_divergences.tsv")
 }
 
 pub fn load_divergences() -> Divergences {
