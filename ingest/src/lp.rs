@@ -284,4 +284,29 @@ mod tests {
             [Some(2.0), Some(3.0), None, Some(7.0), Some(9.0), Some(10.0)]
         );
     }
+
+    #[test]
+    fn tags_in_any_order_land_in_their_columns() {
+        use arrow::array::{Array, DictionaryArray, StringArray};
+        use arrow::datatypes::Int32Type;
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path()).unwrap();
+        let body = b"m,z=z1,a=a1 f=1 1\nm,a=a2,z=z2 f=2 2\nm,z=z3,a=a3 f=3 3\n";
+        let p = prepare(&cat, 1, body, &opts(Precision::Nanoseconds)).unwrap();
+        assert_eq!(p.accepted, 3);
+        let batch = &p.writes[0].1.tables[0].batch;
+        let get = |n: &str| {
+            let c = batch.column_by_name(n).unwrap();
+            let d = c
+                .as_any()
+                .downcast_ref::<DictionaryArray<Int32Type>>()
+                .unwrap();
+            let values = d.values().as_any().downcast_ref::<StringArray>().unwrap();
+            (0..d.len())
+                .map(|i| values.value(d.keys().value(i) as usize).to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("a"), ["a1", "a2", "a3"]);
+        assert_eq!(get("z"), ["z1", "z2", "z3"]);
+    }
 }
