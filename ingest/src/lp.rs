@@ -259,15 +259,20 @@ mod tests {
         assert_eq!(a, b);
         assert!(a < 8);
     }
+    /// The one table `body` (all of it accepted) makes on a single shard.
+    fn one_table(body: &[u8], rows: usize) -> arrow::array::RecordBatch {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path()).unwrap();
+        let p = prepare(&cat, 1, body, &opts(Precision::Nanoseconds)).unwrap();
+        assert_eq!(p.accepted, rows);
+        p.writes[0].1.tables[0].batch.clone()
+    }
+
     #[test]
     fn columns_land_in_place_whatever_the_order_of_rows() {
         use arrow::array::{Array, Float64Array};
-        let dir = tempfile::tempdir().unwrap();
-        let cat = Catalog::open(dir.path()).unwrap();
         let body = b"m a=1,b=2 1\nm b=3,a=4 2\nm a=5 3\nm a=6,b=7 4\nm a=8,b=9 5\nm b=10 6\n";
-        let p = prepare(&cat, 1, body, &opts(Precision::Nanoseconds)).unwrap();
-        assert_eq!(p.accepted, 6);
-        let batch = &p.writes[0].1.tables[0].batch;
+        let batch = one_table(body, 6);
         let get = |n: &str| {
             let c = batch.column_by_name(n).unwrap();
             let f = c.as_any().downcast_ref::<Float64Array>().unwrap();
@@ -289,12 +294,8 @@ mod tests {
     fn tags_in_any_order_land_in_their_columns() {
         use arrow::array::{Array, DictionaryArray, StringArray};
         use arrow::datatypes::Int32Type;
-        let dir = tempfile::tempdir().unwrap();
-        let cat = Catalog::open(dir.path()).unwrap();
         let body = b"m,z=z1,a=a1 f=1 1\nm,a=a2,z=z2 f=2 2\nm,z=z3,a=a3 f=3 3\n";
-        let p = prepare(&cat, 1, body, &opts(Precision::Nanoseconds)).unwrap();
-        assert_eq!(p.accepted, 3);
-        let batch = &p.writes[0].1.tables[0].batch;
+        let batch = one_table(body, 3);
         let get = |n: &str| {
             let c = batch.column_by_name(n).unwrap();
             let d = c

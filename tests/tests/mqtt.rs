@@ -49,6 +49,20 @@ fn wait_connack(rx: &mpsc::Receiver<Result<Event, String>>) -> Result<(), String
     Err("no CONNACK".into())
 }
 
+/// A client connected as `id` (its CONNACK in), with its event stream.
+fn connected(
+    s: &TestServer,
+    id: &str,
+    cap: usize,
+) -> (Client, mpsc::Receiver<Result<Event, String>>) {
+    let (client, conn) = Client::new(options(s, id), cap);
+    let rx = drive(conn);
+    if let Err(e) = wait_connack(&rx) {
+        panic!("{id} could not connect: {e}");
+    }
+    (client, rx)
+}
+
 #[test]
 fn line_protocol_on_ingest_topics_and_json_routes_with_captures() {
     let s = TestServer::start_with(
@@ -65,9 +79,7 @@ tags = ["line"]
 "#,
         ),
     );
-    let (client, conn) = Client::new(options(&s, "dev-1"), 100);
-    let rx = drive(conn);
-    wait_connack(&rx).expect("connect");
+    let (client, _rx) = connected(&s, "dev-1", 100);
     client
         .publish(
             "ingest/farm",
@@ -171,9 +183,7 @@ fn publish_numbered(
 fn ten_thousand_qos1_messages_stored_exactly_once_and_delivered_to_a_subscriber() {
     let s = TestServer::start();
     let (_sub, sub_rx) = subscriber(&s, "watcher", "ingest/#");
-    let (client, conn) = Client::new(options(&s, "pub-1"), 200);
-    let rx = drive(conn);
-    wait_connack(&rx).expect("connect");
+    let (client, rx) = connected(&s, "pub-1", 200);
     let n = 10_000;
     let acked = publish_numbered(&client, &rx, "ingest/qos1", n);
     assert_eq!(acked.len(), n);
@@ -243,16 +253,12 @@ fn mixed_qos_publishes_keep_their_order() {
 #[test]
 fn retained_messages_reach_late_subscribers() {
     let s = TestServer::start();
-    let (client, conn) = Client::new(options(&s, "retainer"), 10);
-    let rx = drive(conn);
-    wait_connack(&rx).unwrap();
+    let (client, _rx) = connected(&s, "retainer", 10);
     client
         .publish("status/pump-1", QoS::AtLeastOnce, true, "running")
         .unwrap();
     thread::sleep(Duration::from_millis(300));
-    let (late, late_conn) = Client::new(options(&s, "late"), 10);
-    let late_rx = drive(late_conn);
-    wait_connack(&late_rx).unwrap();
+    let (late, late_rx) = connected(&s, "late", 10);
     late.subscribe("status/+", QoS::AtLeastOnce).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -291,9 +297,7 @@ fn garbage_payloads_are_dead_lettered_and_the_broker_stays_up() {
         &[],
         Some("[[mqtt.routes]]\nfilter = \"json/{dev}\"\ndatabase = \"iot\"\ntable = \"t\"\nformat = \"json\"\n"),
     );
-    let (client, conn) = Client::new(options(&s, "fuzzer"), 500);
-    let rx = drive(conn);
-    wait_connack(&rx).unwrap();
+    let (client, _rx) = connected(&s, "fuzzer", 500);
     let mut rng = 0x2545F4914F6CDD1Du64;
     let garbage = 200;
     for i in 0..garbage {
@@ -359,9 +363,7 @@ fn a_port_in_use_fails_startup_clearly() {
 #[test]
 fn no_acknowledged_message_is_lost_to_sigkill() {
     let mut s = TestServer::start();
-    let (client, conn) = Client::new(options(&s, "streamer"), 200);
-    let rx = drive(conn);
-    wait_connack(&rx).unwrap();
+    let (client, rx) = connected(&s, "streamer", 200);
     // Stream until the server dies under the publisher.
     let (done_tx, done_rx) = mpsc::channel();
     let pid = s.pid();
@@ -466,9 +468,7 @@ fn subscriber(
     id: &str,
     filter: &str,
 ) -> (Client, mpsc::Receiver<Result<Event, String>>) {
-    let (c, conn) = Client::new(options(s, id), 100);
-    let rx = drive(conn);
-    wait_connack(&rx).expect("subscriber connects");
+    let (c, rx) = connected(s, id, 100);
     c.subscribe(filter, QoS::AtLeastOnce).unwrap();
     wait_suback(&rx);
     (c, rx)
@@ -515,9 +515,7 @@ fn a_persistent_session_gets_what_was_published_while_it_was_away() {
     drop(c);
     thread::sleep(Duration::from_millis(500));
 
-    let (publisher, conn) = Client::new(options(&s, "control-room"), 10);
-    let prx = drive(conn);
-    wait_connack(&prx).unwrap();
+    let (publisher, _prx) = connected(&s, "control-room", 10);
     for i in 0..5 {
         publisher
             .publish(
@@ -542,9 +540,7 @@ fn a_persistent_session_gets_what_was_published_while_it_was_away() {
 #[test]
 fn an_oversized_publish_is_refused_after_what_came_before_it_is_acknowledged() {
     let s = TestServer::start_with_env(&[("SLUICE_MQTT__MAX_PAYLOAD_BYTES", "1000")]);
-    let (c, conn) = Client::new(options(&s, "big-sender"), 10);
-    let rx = drive(conn);
-    wait_connack(&rx).unwrap();
+    let (c, rx) = connected(&s, "big-sender", 10);
     for i in 0..3 {
         let line = format!("m,src=a seq={i}i {}", 1_700_000_000_000_000_000i64 + i);
         c.publish("ingest/limits", QoS::AtLeastOnce, false, line)
@@ -619,9 +615,7 @@ fn a_v5_disconnect_with_will_message_publishes_the_will() {
 #[test]
 fn a_later_subscriber_gets_topics_that_had_no_subscriber() {
     let s = TestServer::start();
-    let (publisher, conn) = Client::new(options(&s, "early-bird"), 100);
-    let prx = drive(conn);
-    wait_connack(&prx).unwrap();
+    let (publisher, prx) = connected(&s, "early-bird", 100);
     let topics = ["ingest/late", "plant/pump-1/state"];
     let publish_round = |round: usize| {
         for t in topics {
