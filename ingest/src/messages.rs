@@ -3,8 +3,6 @@
 //! one group commit. What a message could not store becomes a dead letter
 //! that commits with the batch.
 
-use std::collections::HashMap;
-
 use sluice_engine::{Catalog, EngineHandle, WriteBatch};
 
 use crate::deadletter::{self, DeadLetter, Source};
@@ -36,7 +34,9 @@ pub struct MessageBatch<'c> {
     catalog: &'c Catalog,
     shards: usize,
     source: Source,
-    sinks: HashMap<String, RowSink<'c>>,
+    /// One per database; a batch names few, so a list searched by name
+    /// costs less per message than hashing the name twice.
+    sinks: Vec<(String, RowSink<'c>)>,
     dead: Vec<DeadLetter>,
     messages: usize,
     bytes: usize,
@@ -51,7 +51,7 @@ impl<'c> MessageBatch<'c> {
             catalog,
             shards,
             source,
-            sinks: HashMap::new(),
+            sinks: Vec::new(),
             dead: Vec::new(),
             messages: 0,
             bytes: 0,
@@ -99,21 +99,21 @@ impl<'c> MessageBatch<'c> {
                 return Ok(0);
             }
         };
-        if !self.sinks.contains_key(db) {
-            match RowSink::new(self.catalog, db, self.shards) {
+        let i = match self.sinks.iter().position(|(name, _)| name == db) {
+            Some(i) => i,
+            None => match RowSink::new(self.catalog, db, self.shards) {
                 Ok(s) => {
-                    self.sinks.insert(db.to_string(), s);
+                    self.sinks.push((db.to_string(), s));
+                    self.sinks.len() - 1
                 }
                 Err(IngestError::Database(e)) => {
                     self.dead_letter(msg, e);
                     return Ok(0);
                 }
                 Err(e) => return Err(e),
-            }
-        }
-        let Some(sink) = self.sinks.get_mut(db) else {
-            return Ok(0);
+            },
         };
+        let sink = &mut self.sinks[i].1;
         let before = sink.accepted();
         let res = route.prepare_into(sink, msg.payload, &tags, msg.arrival);
         let rows = sink.accepted() - before;

@@ -219,31 +219,41 @@ impl TopicPattern {
             .join("/")
     }
 
-    /// The captures of `topic`, or `None` when it does not match. Topics
-    /// beginning with `$` never match a leading wildcard (MQTT 4.7.2).
+    /// The captures of `topic`, or `None` when it does not match.
     pub fn matches(&self, topic: &str) -> Option<Captures> {
-        if topic.starts_with('$') && !matches!(self.levels.first(), Some(Level::Exact(_))) {
-            return None;
-        }
         let mut captures = Vec::new();
+        self.walk(topic, |name, value| {
+            captures.push((name.to_string(), value.to_string()))
+        })
+        .then_some(captures)
+    }
+
+    /// Whether `topic` matches, without taking its captures.
+    pub fn is_match(&self, topic: &str) -> bool {
+        self.walk(topic, |_, _| {})
+    }
+
+    /// Matches `topic` level by level, handing each named level's value to
+    /// `capture`. Topics beginning with `$` never match a leading wildcard
+    /// (MQTT 4.7.2).
+    fn walk<'t>(&self, topic: &'t str, mut capture: impl FnMut(&str, &'t str)) -> bool {
+        if topic.starts_with('$') && !matches!(self.levels.first(), Some(Level::Exact(_))) {
+            return false;
+        }
         let mut parts = topic.split('/');
         for level in &self.levels {
-            match level {
-                Level::Rest => return Some(captures),
-                Level::Exact(s) => {
-                    if parts.next()? != s {
-                        return None;
-                    }
-                }
-                Level::One(name) => {
-                    let part = parts.next()?;
+            match (level, parts.next()) {
+                (Level::Rest, _) => return true,
+                (Level::Exact(s), Some(part)) if part == s.as_str() => {}
+                (Level::One(name), Some(part)) => {
                     if let Some(n) = name {
-                        captures.push((n.clone(), part.to_string()));
+                        capture(n, part);
                     }
                 }
+                _ => return false,
             }
         }
-        parts.next().is_none().then_some(captures)
+        parts.next().is_none()
     }
 }
 

@@ -68,7 +68,7 @@ impl Ingest {
     /// only once it is durable.
     async fn store(&self, publish: &Publish, wait: bool) -> Result<(), String> {
         let topic: &str = &publish.topic;
-        let Some((route, captures)) = self.routes.find(topic) else {
+        let Some(route) = self.routes.find(topic) else {
             return Ok(());
         };
         if publish.payload.len() > self.max_payload {
@@ -87,12 +87,11 @@ impl Ingest {
         self.pipeline
             .submit(Job {
                 route,
-                captures,
                 topic: publish.topic.clone(),
                 payload: publish.payload.clone(),
                 arrival: crate::lp::now_ns(),
                 done: tx,
-                permit: None,
+                charged: 0,
             })
             .await?;
         match rx {

@@ -28,7 +28,7 @@ use rmqtt::server::MqttServer;
 use sluice_engine::EngineHandle;
 
 use crate::messages::Committed;
-use crate::route::{Captures, Format, Route, TopicPattern};
+use crate::route::{Format, Route, TopicPattern};
 
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
@@ -128,19 +128,16 @@ impl RouteTable {
         Ok(RouteTable { routes })
     }
 
-    /// The first route whose filter matches `topic` (its index, see
-    /// [`RouteTable::route`]), with its captures. An index rather than an
-    /// `Arc<Route>`, so that a publish does not touch a reference count
-    /// shared by every broker thread and the committer.
-    pub(crate) fn find(&self, topic: &str) -> Option<(usize, Captures)> {
-        self.routes
-            .iter()
-            .enumerate()
-            .find_map(|(i, (p, _))| p.matches(topic).map(|c| (i, c)))
+    /// The first route whose filter matches `topic`, as an index (see
+    /// [`RouteTable::get`]) rather than an `Arc<Route>`, so that a publish
+    /// does not touch a reference count shared by every broker thread and
+    /// the committer.
+    pub(crate) fn find(&self, topic: &str) -> Option<usize> {
+        self.routes.iter().position(|(p, _)| p.is_match(topic))
     }
 
-    pub(crate) fn route(&self, index: usize) -> Option<&Route> {
-        self.routes.get(index).map(|(_, r)| r)
+    pub(crate) fn get(&self, index: usize) -> Option<(&TopicPattern, &Route)> {
+        self.routes.get(index).map(|(p, r)| (p, r))
     }
 
     /// A table of `routes` that match every topic, for tests of what comes
