@@ -41,7 +41,10 @@
 //! Note: All write operations should be kept minimal to avoid
 //! blocking other tasks waiting for the same resource.
 
-use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+// Sluice patch: async-lock's RwLock instead of tokio's. Every PUBLISH reads
+// several of these (retain, shared, router); tokio's read guard takes the
+// semaphore's mutex when it is dropped, async-lock's is one atomic.
+use async_lock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[cfg(feature = "delayed")]
 use crate::delayed::{DefaultDelayedSender, DelayedSender};

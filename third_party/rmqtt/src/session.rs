@@ -2351,7 +2351,7 @@ impl Session {
                 fitter.clone(),
                 subscriptions,
                 Arc::new(deliver_queue),
-                Arc::new(RwLock::new(out_inflight)),
+                Arc::new(async_lock::RwLock::new(out_inflight)),
                 conn_info,
                 created_at,
                 connected_at,

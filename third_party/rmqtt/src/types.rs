@@ -108,7 +108,9 @@ pub type HookUnsubscribeResult = Vec<Option<TopicFilter>>;
 pub type MessageSender = Sender<(From, Publish)>;
 pub type MessageQueue = Queue<(From, Publish)>;
 pub type MessageQueueType = Arc<MessageQueue>;
-pub type OutInflightType = Arc<RwLock<OutInflight>>; //@TODO Consider removing RwLock wrapper
+// Sluice patch: async-lock's RwLock (see extend.rs); the session's run loop
+// reads it on every iteration.
+pub type OutInflightType = Arc<async_lock::RwLock<OutInflight>>; //@TODO Consider removing RwLock wrapper
 
 pub type ConnectInfoType = Arc<ConnectInfo>;
 pub type FitterType = Arc<dyn Fitter>;
