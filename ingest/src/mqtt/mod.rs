@@ -198,7 +198,7 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
 
     let scx = ServerContext::new().build().await;
     let retained = hooks::Retained::default();
-    *scx.extends.retain_mut().await = Box::new(retained.clone());
+    scx.extends.set_retain(Box::new(retained.clone()));
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {

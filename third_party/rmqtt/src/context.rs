@@ -331,8 +331,8 @@ impl ServerContext {
 
     /// Configures core system components
     async fn config(self) -> Self {
-        *self.extends.shared_mut().await = Box::new(DefaultShared::new(Some(self.clone())));
-        *self.extends.router_mut().await = Box::new(DefaultRouter::new(Some(self.clone())));
+        self.extends.set_shared(Box::new(DefaultShared::new(Some(self.clone()))));
+        self.extends.set_router(Box::new(DefaultRouter::new(Some(self.clone()))));
         self
     }
 

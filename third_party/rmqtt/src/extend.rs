@@ -63,15 +63,43 @@ use crate::subscribe::{AutoSubscription, DefaultAutoSubscription};
 #[cfg(feature = "shared-subscription")]
 use crate::subscribe::{DefaultSharedSubscription, SharedSubscription};
 
+/// Sluice patch: a component that is set at startup and read by every
+/// PUBLISH (shared state, router, retained store). Reading one took a read
+/// lock shared by every connection (tokio's, then async-lock's): ~8 % of the
+/// broker's CPU at QoS 0 went to those locks. arc-swap's load is a
+/// thread-local slot, with no write to memory other threads read. A
+/// replacement is seen by later loads; a reader keeps what it loaded.
+pub struct Slot<T>(arc_swap::ArcSwap<T>);
+
+/// What [`Slot::load`] returns: derefs to the component.
+pub type SlotGuard<T> = arc_swap::Guard<std::sync::Arc<T>>;
+
+impl<T> Slot<T> {
+    fn new(value: T) -> Self {
+        Slot(arc_swap::ArcSwap::from_pointee(value))
+    }
+
+    /// The current component.
+    #[inline]
+    pub fn load(&self) -> SlotGuard<T> {
+        self.0.load()
+    }
+
+    /// Replaces the component.
+    pub fn store(&self, value: T) {
+        self.0.store(std::sync::Arc::new(value))
+    }
+}
+
 /// Central management component for MQTT broker subsystems
 pub struct Manager {
     /// Thread-safe access to shared broker state
-    pub shared: RwLock<Box<dyn Shared>>,
+    pub shared: Slot<Box<dyn Shared>>,
     /// Routing component for message distribution
-    pub router: RwLock<Box<dyn Router>>,
+    pub router: Slot<Box<dyn Router>>,
     #[cfg(feature = "retain")]
     /// Retention storage for QoS 1/2 messages (feature-gated)
-    pub retain: RwLock<Box<dyn RetainStorage>>,
+    pub retain: Slot<Box<dyn RetainStorage>>,
     /// Message fitting and processing manager
     pub fitter_mgr: RwLock<Box<dyn FitterManager>>,
     /// Hook management system for event handling
@@ -97,10 +125,10 @@ impl Manager {
     #[inline]
     pub(crate) fn new() -> Self {
         Self {
-            shared: RwLock::new(Box::new(DefaultShared::new(None))),
-            router: RwLock::new(Box::new(DefaultRouter::new(None))),
+            shared: Slot::new(Box::new(DefaultShared::new(None))),
+            router: Slot::new(Box::new(DefaultRouter::new(None))),
             #[cfg(feature = "retain")]
-            retain: RwLock::new(Box::new(DefaultRetainStorage::new())),
+            retain: Slot::new(Box::new(DefaultRetainStorage::new())),
             fitter_mgr: RwLock::new(Box::new(DefaultFitterManager)),
             hook_mgr: Box::new(DefaultHookManager::new()),
             #[cfg(feature = "shared-subscription")]
@@ -117,40 +145,40 @@ impl Manager {
 
     /// Gets read access to shared state
     #[inline]
-    pub async fn shared(&self) -> RwLockReadGuard<'_, Box<dyn Shared>> {
-        self.shared.read().await
+    pub async fn shared(&self) -> SlotGuard<Box<dyn Shared>> {
+        self.shared.load()
     }
 
-    /// Gets write access to shared state
+    /// Replaces the shared state component
     #[inline]
-    pub async fn shared_mut(&self) -> RwLockWriteGuard<'_, Box<dyn Shared>> {
-        self.shared.write().await
+    pub fn set_shared(&self, shared: Box<dyn Shared>) {
+        self.shared.store(shared)
     }
 
     /// Gets read access to router component
     #[inline]
-    pub async fn router(&self) -> RwLockReadGuard<'_, Box<dyn Router>> {
-        self.router.read().await
+    pub async fn router(&self) -> SlotGuard<Box<dyn Router>> {
+        self.router.load()
     }
 
-    /// Gets write access to router component
+    /// Replaces the router component
     #[inline]
-    pub async fn router_mut(&self) -> RwLockWriteGuard<'_, Box<dyn Router>> {
-        self.router.write().await
+    pub fn set_router(&self, router: Box<dyn Router>) {
+        self.router.store(router)
     }
 
     /// Gets read access to retain storage (requires "retain" feature)
     #[inline]
     #[cfg(feature = "retain")]
-    pub async fn retain(&self) -> RwLockReadGuard<'_, Box<dyn RetainStorage>> {
-        self.retain.read().await
+    pub async fn retain(&self) -> SlotGuard<Box<dyn RetainStorage>> {
+        self.retain.load()
     }
 
-    /// Gets write access to retain storage (requires "retain" feature)
+    /// Replaces the retain storage (requires "retain" feature)
     #[inline]
     #[cfg(feature = "retain")]
-    pub async fn retain_mut(&self) -> RwLockWriteGuard<'_, Box<dyn RetainStorage>> {
-        self.retain.write().await
+    pub fn set_retain(&self, retain: Box<dyn RetainStorage>) {
+        self.retain.store(retain)
     }
 
     /// Gets read access to fitter manager
