@@ -631,11 +631,20 @@ pub struct DefaultHookManager {
     #[allow(clippy::type_complexity)]
     handlers: Arc<DashMap<Type, Arc<tokio::sync::RwLock<BTreeMap<(Priority, HandlerId), HookEntry>>>>>,
     /// Sluice patch: the enabled handlers of each type in call order, rebuilt
-    /// whenever one is added, enabled or disabled. A hook call then clones one
-    /// `Arc` under an uncontended lock instead of locking a `DashMap` shard
-    /// and a tokio `RwLock` (whose release takes a mutex), several times for
-    /// every PUBLISH.
-    active: Arc<parking_lot::RwLock<HashMap<Type, Arc<[Arc<dyn Handler>]>>>>,
+    /// whenever one is added, enabled or disabled. A hook call reads them
+    /// through arc-swap (a thread-local slot) instead of locking a `DashMap`
+    /// shard and a tokio `RwLock` (whose release takes a mutex), several
+    /// times for every PUBLISH; a lock or a cloned `Arc` here was still a
+    /// write to memory shared by every broker thread.
+    active: Arc<arc_swap::ArcSwap<ActiveHandlers>>,
+}
+
+/// Sluice patch: see `DefaultHookManager::active`. Fixed hasher seeds: the
+/// map is built rarely and read on every hook call.
+type ActiveHandlers = HashMap<Type, Arc<[Arc<dyn Handler>]>, ahash::RandomState>;
+
+fn no_active_handlers() -> ActiveHandlers {
+    HashMap::with_hasher(ahash::RandomState::with_seeds(0, 0, 0, 0))
 }
 
 impl Default for DefaultHookManager {
@@ -647,7 +656,10 @@ impl Default for DefaultHookManager {
 impl DefaultHookManager {
     #[inline]
     pub fn new() -> DefaultHookManager {
-        Self { handlers: Arc::new(DashMap::default()), active: Arc::default() }
+        Self {
+            handlers: Arc::new(DashMap::default()),
+            active: Arc::new(arc_swap::ArcSwap::from_pointee(no_active_handlers())),
+        }
     }
 
     #[inline]
@@ -671,14 +683,18 @@ impl DefaultHookManager {
     fn refresh(&self, typ: Type, entries: &BTreeMap<(Priority, HandlerId), HookEntry>) {
         let list: Arc<[Arc<dyn Handler>]> =
             entries.values().rev().filter(|entry| entry.enabled).map(|entry| entry.handler.clone()).collect();
-        self.active.write().insert(typ, list);
+        self.active.rcu(|active| {
+            let mut active = ActiveHandlers::clone(active);
+            active.insert(typ, list.clone());
+            active
+        });
     }
 
     #[inline]
     async fn exec<'a>(&'a self, t: Type, p: Parameter<'a>) -> Option<HookResult> {
         let mut acc = None;
-        let list = self.active.read().get(&t).cloned();
-        for handler in list.iter().flat_map(|l| l.iter()) {
+        let active = self.active.load();
+        for handler in active.get(&t).iter().flat_map(|l| l.iter()) {
             let (proceed, new_acc) = handler.hook(&p, acc).await;
             if !proceed {
                 return new_acc;
