@@ -1,8 +1,10 @@
 //! The blocking halves of flush, compaction and retention: sorting, encoding,
-//! writing chunk files and the manifest. They run on the shard's blocking
-//! thread (glommio's `spawn_blocking`, placed on the shard's core) so that
-//! encoding never stalls the shard's group commit; the shard's loop installs
-//! the result once the manifest that names it is durable.
+//! writing chunk files and the manifest. They run off the shard's reactor so
+//! that encoding never stalls the shard's group commit: flush and retention
+//! on its blocking thread (glommio's `spawn_blocking`, placed on the shard's
+//! core), compaction on a thread of its own at a lower priority (see
+//! `ShardState::spawn`); one job at a time per shard. The shard's loop
+//! installs the result once the manifest that names it is durable.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
