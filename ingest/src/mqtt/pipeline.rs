@@ -23,6 +23,16 @@ use crate::route::Captures;
 const MAX_BATCH_MESSAGES: usize = 8192;
 /// Most payload bytes one batch takes.
 const MAX_BATCH_BYTES: usize = 8 << 20;
+/// A small batch with publishers waiting on it (QoS 1 and 2) waits this long
+/// for more before it is written. Connections' windows tend to fall into
+/// step with the committer, one connection's window per batch, each batch
+/// paying a log sync; the pause lets the next window join (QoS 1, 4
+/// connections, window 100: ~89k -> ~99k msgs/s stored and 17 % less
+/// server CPU in two A/Bs; 300 us gained nothing). It adds that much to a
+/// lone QoS 1 publish's ~1 ms.
+const LINGER: Duration = Duration::from_micros(100);
+/// Batches of at least this many publishes go at once.
+const LINGER_BELOW: usize = 256;
 /// Payload bytes queued or being stored before publishers wait.
 const QUEUE_BYTES: usize = 64 << 20;
 /// Queued publishes before publishers wait.
@@ -161,7 +171,13 @@ async fn committer(
     budget: Arc<Budget>,
 ) {
     while let Ok(first) = rx.recv_async().await {
-        let jobs = drain(first, &rx);
+        let mut jobs = drain(first, &rx);
+        if jobs.len() < LINGER_BELOW && jobs.iter().any(|j| j.done.is_some()) {
+            // A blocking sleep: tokio's timer counts in milliseconds, and
+            // nothing else runs on this thread between batches.
+            std::thread::sleep(LINGER);
+            top_up(&mut jobs, &rx);
+        }
         let catalog = engine.catalog().clone();
         // A panic while parsing fails the batch: its QoS 1 and 2 publishers
         // are refused and disconnected, so they resend; the committer
@@ -207,8 +223,14 @@ fn answer_all(budget: &Budget, jobs: Vec<Job>, result: Result<(), String>) {
 
 /// `first` and whatever else is queued, up to a batch's limits.
 fn drain(first: Job, rx: &flume::Receiver<Job>) -> Vec<Job> {
-    let mut bytes = first.payload.len();
     let mut jobs = vec![first];
+    top_up(&mut jobs, rx);
+    jobs
+}
+
+/// Adds what is queued to `jobs`, up to a batch's limits.
+fn top_up(jobs: &mut Vec<Job>, rx: &flume::Receiver<Job>) {
+    let mut bytes: usize = jobs.iter().map(|j| j.payload.len()).sum();
     while jobs.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
         match rx.try_recv() {
             Ok(j) => {
@@ -218,7 +240,6 @@ fn drain(first: Job, rx: &flume::Receiver<Job>) -> Vec<Job> {
             Err(_) => break,
         }
     }
-    jobs
 }
 
 /// Batches with at least this many payload bytes are parsed in two halves
