@@ -41,9 +41,10 @@
 //! Note: All write operations should be kept minimal to avoid
 //! blocking other tasks waiting for the same resource.
 
-// Sluice patch: async-lock's RwLock instead of tokio's. Every PUBLISH reads
-// several of these (retain, shared, router); tokio's read guard takes the
-// semaphore's mutex when it is dropped, async-lock's is one atomic.
+// Sluice patch: async-lock's RwLock instead of tokio's for the components
+// still behind a lock (the three every PUBLISH reads are `Slot`s, below):
+// tokio's read guard takes the semaphore's mutex when it is dropped,
+// async-lock's releases with one atomic.
 use async_lock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[cfg(feature = "delayed")]
