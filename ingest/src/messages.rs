@@ -22,6 +22,10 @@ pub struct Message<'a> {
     pub arrival: i64,
 }
 
+/// A route resolved for one message: its database and the tags its
+/// captures add, or why it could not be resolved (see [`Route::resolve`]).
+pub type ResolvedRoute<'a> = Result<(&'a str, &'a [(String, String)]), &'a str>;
+
 /// What a committed batch stored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
@@ -90,12 +94,29 @@ impl<'c> MessageBatch<'c> {
         captures: &[(String, String)],
         msg: &Message<'_>,
     ) -> Result<usize, IngestError> {
+        let resolved = route.resolve(captures);
+        let resolved = resolved
+            .as_ref()
+            .map(|(db, tags)| (*db, tags.as_slice()))
+            .map_err(String::as_str);
+        self.add_resolved(route, resolved, msg)
+    }
+
+    /// [`MessageBatch::add`] with the route already resolved
+    /// ([`Route::resolve`]) to a database and capture tags, or to why not:
+    /// for a run of messages that share a topic, and so the resolution.
+    pub fn add_resolved(
+        &mut self,
+        route: &Route,
+        resolved: ResolvedRoute<'_>,
+        msg: &Message<'_>,
+    ) -> Result<usize, IngestError> {
         self.messages += 1;
         self.bytes += msg.payload.len();
-        let (db, tags) = match route.resolve(captures) {
+        let (db, tags) = match resolved {
             Ok(r) => r,
             Err(e) => {
-                self.dead_letter(msg, e);
+                self.dead_letter(msg, e.to_string());
                 return Ok(0);
             }
         };
@@ -115,7 +136,7 @@ impl<'c> MessageBatch<'c> {
         };
         let sink = &mut self.sinks[i].1;
         let before = sink.accepted();
-        let res = route.prepare_into(sink, msg.payload, &tags, msg.arrival);
+        let res = route.prepare_into(sink, msg.payload, tags, msg.arrival);
         let rows = sink.accepted() - before;
         let (count, reasons) = sink.take_rejections();
         match res {

@@ -19,6 +19,9 @@ use crate::error::IngestError;
 use crate::messages::{Committed, Message, MessageBatch, PreparedMessages};
 use crate::route::Captures;
 
+/// A topic's database and capture tags, or why it has none.
+type Resolved = Result<(String, Captures), String>;
+
 /// Most publishes one batch takes.
 const MAX_BATCH_MESSAGES: usize = 8192;
 /// Most payload bytes one batch takes.
@@ -282,9 +285,10 @@ fn prepare(
     jobs: &[Job],
 ) -> Result<PreparedMessages, IngestError> {
     let mut batch = MessageBatch::new(catalog, shards, Source::Mqtt);
-    // A device publishes to the same topic again and again: its captures
-    // are taken once for a run of its messages.
-    let mut last: Option<(usize, &str, Captures)> = None;
+    // A device publishes to the same topic again and again: its captures,
+    // and the database and tags they resolve to, are worked out once for a
+    // run of its messages.
+    let mut last: Option<(usize, &str, Resolved)> = None;
     for j in jobs {
         let msg = Message {
             topic: &j.topic,
@@ -302,10 +306,19 @@ fn prepare(
             .is_none_or(|(r, t, _)| *r != j.route || *t != msg.topic)
         {
             let captures = pattern.matches(msg.topic).unwrap_or_default();
-            last = Some((j.route, msg.topic, captures));
+            let resolved = route
+                .resolve(&captures)
+                .map(|(db, tags)| (db.to_string(), tags));
+            last = Some((j.route, msg.topic, resolved));
         }
-        let captures = last.as_ref().map_or(&[][..], |(_, _, c)| c.as_slice());
-        batch.add(route, captures, &msg)?;
+        let Some((_, _, resolved)) = &last else {
+            continue;
+        };
+        let resolved = resolved
+            .as_ref()
+            .map(|(db, tags)| (db.as_str(), tags.as_slice()))
+            .map_err(String::as_str);
+        batch.add_resolved(route, resolved, &msg)?;
     }
     batch.into_writes()
 }
