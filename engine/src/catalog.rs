@@ -273,14 +273,6 @@ pub struct Catalog {
     path: PathBuf,
 }
 
-/// Makes the entries of `dir` (files just created in it) survive a power
-/// loss; fsync of a file alone does not persist its directory entry.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| EngineError::io(dir, e))
-}
-
 /// The database Sluice writes its own tables to (`system.dead_letters`).
 /// Users cannot create or write it; it is read through the SQL `system`
 /// schema.
@@ -368,7 +360,7 @@ impl Catalog {
             .append(true)
             .open(&path)
             .map_err(|e| EngineError::io(&path, e))?;
-        sync_dir(dir)?;
+        sluice_raftlog::sync_dir(dir)?;
         Ok(Catalog {
             snapshot: ArcSwap::from_pointee(snap),
             log: Mutex::new(log),

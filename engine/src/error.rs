@@ -14,6 +14,8 @@ pub enum EngineError {
     Runtime(String),
     #[error("raft error: {0}")]
     Raft(#[from] raft::Error),
+    #[error(transparent)]
+    Log(#[from] sluice_raftlog::LogError),
     #[error("catalog file {path} is corrupt at line {line}: {reason}")]
     CatalogCorrupt {
         path: PathBuf,

@@ -9,13 +9,9 @@ pub mod chunk;
 pub mod error;
 mod flush;
 mod jobs;
-mod raftnode;
 mod runtime;
-mod segments;
 mod shard;
-mod slogbridge;
 pub mod store;
-mod wal;
 
 pub use batch::{TableBatch, WriteBatch};
 pub use buffer::{adapt_batch, BufferedBatch};

@@ -16,8 +16,8 @@ use crate::buffer::TableStats;
 use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
 use crate::jobs::{ShardState, StorageConfig, TableSnapshot};
-use crate::raftnode::{NoPeers, RaftNode};
 use crate::store::{BrokenChunk, ChunkHandle, Store};
+use sluice_raftlog::{NoPeers, RaftNode};
 
 const TICK: Duration = Duration::from_millis(100);
 /// Upper bound on what one group commit collects before it fsyncs.
@@ -85,25 +85,6 @@ pub(crate) struct ShardParts {
     pub storage: StorageConfig,
 }
 
-/// glommio decides whether the disk supports polled I/O from the first DMA
-/// file an executor opens, and gets it wrong for an empty file; opening a
-/// non-empty one first keeps later O_DIRECT reads working.
-async fn probe_disk(dir: &std::path::Path) -> Result<()> {
-    let path = dir.join(".io-probe");
-    let ok = std::fs::metadata(&path)
-        .map(|m| m.len() >= 4096)
-        .unwrap_or(false);
-    if !ok {
-        std::fs::write(&path, vec![0u8; 4096]).map_err(|e| EngineError::io(&path, e))?;
-    }
-    let f = glommio::io::DmaFile::open(&path)
-        .await
-        .map_err(|e| EngineError::io(&path, e.into()))?;
-    f.close()
-        .await
-        .map_err(|e| EngineError::io(&path, e.into()))
-}
-
 fn apply_entry(
     e: &Entry,
     pending: &mut VecDeque<Pending>,
@@ -151,12 +132,12 @@ pub(crate) async fn run(
     let id = parts.id;
     let started = async {
         std::fs::create_dir_all(&parts.dir).map_err(|e| EngineError::io(&parts.dir, e))?;
-        probe_disk(&parts.dir).await?;
+        sluice_raftlog::probe_disk(&parts.dir).await?;
         let store = Store::open(id, &parts.dir)?;
         let mut node = RaftNode::open(id, &parts.dir, store.snapshot_point(), NoPeers).await?;
-        crate::catalog::sync_dir(&parts.dir)?;
+        sluice_raftlog::sync_dir(&parts.dir)?;
         if let Some(parent) = parts.dir.parent() {
-            crate::catalog::sync_dir(parent)?;
+            sluice_raftlog::sync_dir(parent)?;
         }
         let buffer = Rc::new(RefCell::new(ShardState::new(
             id,
@@ -273,7 +254,7 @@ pub(crate) async fn run(
                                 reply,
                             }),
                             Err(e) => {
-                                let _ = reply.send(Err(e));
+                                let _ = reply.send(Err(e.into()));
                             }
                         }
                     }

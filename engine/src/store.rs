@@ -185,7 +185,7 @@ pub fn write_chunk_file(shard_dir: &Path, id: u64, bytes: &[u8]) -> Result<Chunk
 /// Replaces the manifest atomically. Blocking, like `write_chunk_file`.
 pub fn write_manifest(shard_dir: &Path, m: &Manifest) -> Result<()> {
     use std::io::Write;
-    crate::catalog::sync_dir(&chunk_dir(shard_dir))?;
+    sluice_raftlog::sync_dir(&chunk_dir(shard_dir))?;
     let tmp = shard_dir.join("manifest.json.tmp");
     let path = shard_dir.join(MANIFEST);
     let bytes = serde_json::to_vec(m).map_err(|e| EngineError::Encode(e.to_string()))?;
@@ -194,5 +194,5 @@ pub fn write_manifest(shard_dir: &Path, m: &Manifest) -> Result<()> {
         .and_then(|_| f.sync_all())
         .map_err(|e| EngineError::io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| EngineError::io(&path, e))?;
-    crate::catalog::sync_dir(shard_dir)
+    Ok(sluice_raftlog::sync_dir(shard_dir)?)
 }

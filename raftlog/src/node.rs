@@ -1,4 +1,4 @@
-//! One shard's raft group member: raft-rs's `RawNode` over the shard log.
+//! One raft group member: raft-rs's `RawNode` over the shard log.
 //!
 //! `MemStorage` is the in-memory view raft-rs reads through its `Storage`
 //! trait; the [`Wal`] is what makes it durable. The ready loop follows the
@@ -12,7 +12,7 @@ use raft::prelude::{ConfState, Entry, HardState, Message};
 use raft::storage::MemStorage;
 use raft::{Config, RawNode, Storage};
 
-use crate::error::{EngineError, Result};
+use crate::error::{LogError, Result};
 use crate::segments::SegmentedWal;
 use crate::wal::WalRecord;
 
@@ -40,7 +40,7 @@ impl Transport for NoPeers {
 }
 
 pub struct RaftNode<T: Transport> {
-    pub(crate) node: RawNode<MemStorage>,
+    node: RawNode<MemStorage>,
     wal: SegmentedWal,
     transport: T,
     applied: u64,
@@ -56,12 +56,12 @@ impl<T: Transport> RaftNode<T> {
     /// which chunks hold everything; the log before it may have been deleted.
     /// A fresh log is bootstrapped as a one-voter group.
     pub async fn open(
-        shard: usize,
+        group: usize,
         dir: &Path,
         snapshot: Option<(u64, u64)>,
         transport: T,
     ) -> Result<Self> {
-        let replayed = SegmentedWal::open(shard, dir).await?;
+        let replayed = SegmentedWal::open(group, dir).await?;
         let mut wal = replayed.wal;
         let storage = MemStorage::new();
         let mut conf: Option<ConfState> = None;
@@ -78,7 +78,7 @@ impl<T: Transport> RaftNode<T> {
                     // suffix from there, as raft's own log truncation does.
                     let first = entries.first().map(|f| f.index).unwrap_or(e.index);
                     if e.index < first || e.index > first + entries.len() as u64 {
-                        return Err(EngineError::Decode {
+                        return Err(LogError::Decode {
                             index: e.index,
                             reason: format!(
                                 "entry does not continue the log (first {first}, have {})",
@@ -93,7 +93,7 @@ impl<T: Transport> RaftNode<T> {
         }
         if let Some(first) = entries.first() {
             if first.index != snap_index + 1 {
-                return Err(EngineError::Decode {
+                return Err(LogError::Decode {
                     index: first.index,
                     reason: format!(
                         "log resumes at index {} but chunks end at index {snap_index}: entries are missing",
@@ -140,7 +140,7 @@ impl<T: Transport> RaftNode<T> {
         };
         config.validate()?;
         let node = RawNode::new(&config, storage, &logger())?;
-        tracing::info!(shard, entries = entry_count, "shard log replayed");
+        tracing::info!(group, entries = entry_count, "raft log replayed");
         let mut rn = RaftNode {
             node,
             wal,
@@ -185,9 +185,7 @@ impl<T: Transport> RaftNode<T> {
         let mut ready = self.node.ready();
         self.transport.send(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            return Err(EngineError::Runtime(
-                "raft snapshot received, but snapshots are not supported yet".into(),
-            ));
+            return Err(LogError::SnapshotUnsupported);
         }
         for e in ready.take_committed_entries() {
             self.applied = e.index;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use raft::prelude::{ConfState, Entry, HardState};
 
-use crate::error::{EngineError, Result};
+use crate::error::{LogError, Result};
 use crate::wal::{self, Wal, WalRecord, WalStats};
 
 struct Sealed {
@@ -44,10 +44,10 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(seqs),
-        Err(e) => return Err(EngineError::io(dir, e)),
+        Err(e) => return Err(LogError::io(dir, e)),
     };
     for ent in rd {
-        let ent = ent.map_err(|e| EngineError::io(dir, e))?;
+        let ent = ent.map_err(|e| LogError::io(dir, e))?;
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
         if name == "raft.wal" {
@@ -96,7 +96,7 @@ impl SegmentedWal {
             records.extend(replay.records);
             if Some(seq) != newest {
                 if let Some((offset, reason)) = replay.cut {
-                    return Err(EngineError::Decode {
+                    return Err(LogError::Decode {
                         index: last_index,
                         reason: format!(
                             "sealed log segment {} is corrupt at byte {offset}: {reason}",
@@ -181,7 +181,7 @@ impl SegmentedWal {
             next.append_conf_state(cs)?;
             next.append_hard_state(hs);
             next.sync().await?;
-            crate::catalog::sync_dir(&self.dir)?;
+            crate::fsutil::sync_dir(&self.dir)?;
             let old = std::mem::replace(&mut self.active, next);
             self.before += old.stats();
             old.close().await?;
@@ -196,7 +196,7 @@ impl SegmentedWal {
         let mut kept = Vec::new();
         for s in self.sealed.drain(..) {
             if s.last_index <= index {
-                std::fs::remove_file(&s.path).map_err(|e| EngineError::io(&s.path, e))?;
+                std::fs::remove_file(&s.path).map_err(|e| LogError::io(&s.path, e))?;
             } else {
                 kept.push(s);
             }
@@ -204,7 +204,7 @@ impl SegmentedWal {
         self.sealed = kept;
         let removed = before - self.sealed.len();
         if removed > 0 {
-            crate::catalog::sync_dir(&self.dir)?;
+            crate::fsutil::sync_dir(&self.dir)?;
         }
         Ok(removed)
     }

@@ -25,7 +25,7 @@ use glommio::Task;
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, EntryType, HardState};
 
-use crate::error::{EngineError, Result};
+use crate::error::{LogError, Result};
 
 const KIND_ENTRY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
@@ -95,7 +95,7 @@ pub fn replay(path: &Path) -> Result<Replay> {
     let data = match std::fs::read(path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replay::default()),
-        Err(e) => return Err(EngineError::io(path, e)),
+        Err(e) => return Err(LogError::io(path, e)),
     };
     let mut out = Replay::default();
     let mut pos = 0usize;
@@ -199,7 +199,7 @@ impl Wal {
             .create(true)
             .dma_open(path)
             .await
-            .map_err(|e| EngineError::io(path, e.into()))?;
+            .map_err(|e| LogError::io(path, e.into()))?;
         let align = file.alignment().max(512);
         let block_start = valid_len / align * align;
         let tail_len = (valid_len - block_start) as usize;
@@ -208,9 +208,9 @@ impl Wal {
             let rd = file
                 .read_at_aligned(block_start, align as usize)
                 .await
-                .map_err(|e| EngineError::io(path, e.into()))?;
+                .map_err(|e| LogError::io(path, e.into()))?;
             if rd.len() < tail_len {
-                return Err(EngineError::io(
+                return Err(LogError::io(
                     path,
                     std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -229,7 +229,7 @@ impl Wal {
         };
         file.truncate(keep)
             .await
-            .map_err(|e| EngineError::io(path, e.into()))?;
+            .map_err(|e| LogError::io(path, e.into()))?;
         let mut wal = Wal {
             file: Rc::new(file),
             path: path.to_path_buf(),
@@ -266,7 +266,7 @@ impl Wal {
     pub fn append_entry(&mut self, e: &Entry) -> Result<()> {
         let len = 21 + e.context.len() + e.data.len();
         if len + 1 > MAX_RECORD {
-            return Err(EngineError::Encode(format!(
+            return Err(LogError::Encode(format!(
                 "log entry of {len} bytes is too large"
             )));
         }
@@ -290,7 +290,7 @@ impl Wal {
     pub fn append_conf_state(&mut self, cs: &ConfState) -> Result<()> {
         let bytes = cs
             .write_to_bytes()
-            .map_err(|e| EngineError::Encode(e.to_string()))?;
+            .map_err(|e| LogError::Encode(e.to_string()))?;
         self.frame(KIND_CONF_STATE, &[&bytes]);
         Ok(())
     }
@@ -327,9 +327,9 @@ impl Wal {
             .file
             .write_at(buf, self.block_start)
             .await
-            .map_err(|e| EngineError::io(&self.path, e.into()))?;
+            .map_err(|e| LogError::io(&self.path, e.into()))?;
         if (written as u64) < size {
-            return Err(EngineError::io(
+            return Err(LogError::io(
                 &self.path,
                 std::io::Error::new(std::io::ErrorKind::WriteZero, "short write to log"),
             ));
@@ -337,7 +337,7 @@ impl Wal {
         self.file
             .fdatasync()
             .await
-            .map_err(|e| EngineError::io(&self.path, e.into()))?;
+            .map_err(|e| LogError::io(&self.path, e.into()))?;
         self.filled = self.filled.max(end);
         self.stats.bytes_synced += self.pending.len() as u64;
         self.stats.syncs += 1;
@@ -375,9 +375,9 @@ impl Wal {
                 let n = file
                     .write_rc_at(zeros.clone(), at)
                     .await
-                    .map_err(|e| EngineError::io(&path, e.into()))?;
+                    .map_err(|e| LogError::io(&path, e.into()))?;
                 if n == 0 {
-                    return Err(EngineError::io(
+                    return Err(LogError::io(
                         &path,
                         std::io::Error::new(std::io::ErrorKind::WriteZero, "zero-filling the log"),
                     ));
@@ -405,14 +405,14 @@ impl Wal {
     pub async fn close(mut self) -> Result<()> {
         self.finish_fill().await;
         let file = Rc::try_unwrap(self.file).map_err(|_| {
-            EngineError::io(
+            LogError::io(
                 &self.path,
                 std::io::Error::other("the log file is still in use"),
             )
         })?;
         file.close()
             .await
-            .map_err(|e| EngineError::io(&self.path, e.into()))
+            .map_err(|e| LogError::io(&self.path, e.into()))
     }
 }
 

@@ -1,0 +1,239 @@
+//! Sluice's relational store: a small MVCC store for metadata and
+//! transactional tables, beside the time-series engine.
+//!
+//! Transactions read a redb snapshot (exactly the state after one applied
+//! entry), buffer their writes and commit as one raft entry, which the state
+//! machine validates against what they read (optimistic, serializable) and
+//! applies deterministically. The log is the same raft log the shards use
+//! (`sluice-raftlog`), on an executor of its own; many commits share one
+//! fsync.
+
+mod command;
+mod ddl;
+mod error;
+mod group;
+pub mod schema;
+mod snapshot;
+mod state;
+mod txn;
+pub mod value;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use futures::channel::oneshot;
+use glommio::{LocalExecutorBuilder, Placement};
+use parking_lot::Mutex;
+
+pub use command::{Applied, DdlOp, TxnCommit};
+pub use error::{RelError, Result};
+pub use schema::RelCatalog;
+pub use snapshot::Snapshot;
+pub use state::{index_key, pk_key};
+pub use txn::{Inserted, OnConflict, Txn};
+
+use command::Command;
+use group::{GroupParts, Msg};
+
+/// The largest entry a transaction may commit.
+pub const MAX_ENTRY_BYTES: usize = 32 << 20;
+/// Sequence values reserved per log entry; a restart skips what was left.
+const SEQUENCE_BLOCK: u64 = 32;
+
+#[derive(Debug, Clone)]
+pub struct RelConfig {
+    /// `<data_dir>/meta`: the log segments and `state.redb`.
+    pub dir: PathBuf,
+    pub io_memory: usize,
+}
+
+/// Reserved sequence values not yet handed out: (next, last, increment).
+type Reserved = (i64, i64, i64);
+
+/// A cheap, cloneable way to read and commit from any thread.
+#[derive(Clone)]
+pub struct RelHandle {
+    db: Arc<redb::Database>,
+    msgs: flume::Sender<Msg>,
+    catalog: Arc<ArcSwap<RelCatalog>>,
+    sequences: Arc<Mutex<HashMap<u64, Reserved>>>,
+}
+
+impl RelHandle {
+    /// The schema as last applied (lock-free).
+    pub fn catalog(&self) -> Arc<RelCatalog> {
+        self.catalog.load_full()
+    }
+
+    /// A consistent snapshot of everything applied so far.
+    pub fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        Ok(Arc::new(Snapshot::open(&self.db, &self.catalog)?))
+    }
+
+    pub fn begin(&self, read_only: bool) -> Result<Txn> {
+        Ok(Txn::new(self.snapshot()?, read_only))
+    }
+
+    async fn propose(&self, cmd: &Command) -> Result<Applied> {
+        let data = postcard::to_allocvec(cmd)?;
+        if data.len() > MAX_ENTRY_BYTES {
+            return Err(RelError::TooLarge {
+                size: data.len(),
+                limit: MAX_ENTRY_BYTES,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.msgs
+            .send_async(Msg::Propose { data, reply: tx })
+            .await
+            .map_err(|_| RelError::Unavailable)?;
+        rx.await.map_err(|_| RelError::Unavailable)?
+    }
+
+    /// Commits `txn`: durable in the log and applied when this returns Ok; a
+    /// conflict with a transaction that committed first is
+    /// [`RelError::Conflict`] and changes nothing.
+    pub async fn commit(&self, txn: Txn) -> Result<()> {
+        match txn.into_commit() {
+            Some(c) => self.propose(&Command::Commit(c)).await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies one schema change as its own entry.
+    pub async fn ddl(&self, op: DdlOp) -> Result<()> {
+        self.propose(&Command::Ddl(op)).await.map(|_| ())
+    }
+
+    /// The next value of a sequence. Values are reserved in blocks through
+    /// the log, so a value is never handed out twice, even after a crash.
+    pub async fn nextval(&self, id: u64) -> Result<i64> {
+        let inc = {
+            let cat = self.catalog();
+            let s = cat
+                .sequences
+                .values()
+                .find(|s| s.id == id)
+                .ok_or_else(|| RelError::UndefinedObject(format!("sequence #{id}")))?;
+            s.increment
+        };
+        {
+            let mut cache = self.sequences.lock();
+            if let Some((next, last, step)) = cache.get_mut(&id) {
+                let v = *next;
+                let done = if *step > 0 { v >= *last } else { v <= *last };
+                if done {
+                    cache.remove(&id);
+                } else {
+                    *next += *step;
+                }
+                return Ok(v);
+            }
+        }
+        match self
+            .propose(&Command::SeqReserve {
+                id,
+                count: SEQUENCE_BLOCK,
+            })
+            .await?
+        {
+            Applied::Values(first, last) => {
+                if first != last {
+                    self.sequences.lock().insert(id, (first + inc, last, inc));
+                }
+                Ok(first)
+            }
+            Applied::Done => Err(RelError::Storage(
+                "sequence reservation answered nothing".into(),
+            )),
+        }
+    }
+
+    /// `setval`: the next value follows `value`.
+    pub async fn setval(&self, id: u64, value: i64) -> Result<()> {
+        self.sequences.lock().remove(&id);
+        self.propose(&Command::SeqSet { id, value })
+            .await
+            .map(|_| ())
+    }
+
+    /// Forgets cached values of a sequence (after ALTER or DROP).
+    pub fn forget_sequence(&self, id: u64) {
+        self.sequences.lock().remove(&id);
+    }
+}
+
+pub struct RelStore {
+    handle: RelHandle,
+    join: Option<glommio::ExecutorJoinHandle<()>>,
+}
+
+impl RelStore {
+    /// Opens the state machine, replays the log after its durable point and
+    /// returns once the store serves.
+    pub fn start(cfg: &RelConfig) -> Result<RelStore> {
+        std::fs::create_dir_all(&cfg.dir)
+            .map_err(|e| RelError::Storage(format!("creating {}: {e}", cfg.dir.display())))?;
+        let state = state::State::open(&cfg.dir.join("state.redb"))?;
+        let db = state.database();
+        let catalog = Arc::new(ArcSwap::from_pointee(RelCatalog::default()));
+        let (tx, rx) = flume::bounded(4096);
+        let parts = GroupParts {
+            dir: cfg.dir.clone(),
+            state,
+            msgs: rx,
+            catalog: catalog.clone(),
+        };
+        let (rtx, rrx) = std::sync::mpsc::channel();
+        let join = LocalExecutorBuilder::new(Placement::Unbound)
+            .name("relstore")
+            .io_memory(cfg.io_memory)
+            .spawn(move || async move { group::run(parts, rtx).await })
+            .map_err(|e| RelError::Storage(format!("starting the relational store: {e}")))?;
+        match rrx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = join.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = join.join();
+                return Err(RelError::Unavailable);
+            }
+        }
+        Ok(RelStore {
+            handle: RelHandle {
+                db,
+                msgs: tx,
+                catalog,
+                sequences: Arc::new(Mutex::new(HashMap::new())),
+            },
+            join: Some(join),
+        })
+    }
+
+    pub fn handle(&self) -> RelHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the group after a final checkpoint.
+    pub fn stop(&mut self) {
+        let _ = self.handle.msgs.send(Msg::Shutdown);
+        if let Some(j) = self.join.take() {
+            if let Err(e) = j.join() {
+                tracing::warn!(error = %e, "relational store executor ended with an error");
+            }
+        }
+    }
+}
+
+impl Drop for RelStore {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests;

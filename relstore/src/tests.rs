@@ -1,0 +1,176 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::schema::{ColumnDef, IndexDef, TableDef};
+use crate::value::{encode_key, SqlType, Value};
+
+fn start(dir: &std::path::Path) -> RelStore {
+    RelStore::start(&RelConfig {
+        dir: dir.join("meta"),
+        io_memory: 1 << 20,
+    })
+    .unwrap()
+}
+
+fn accounts() -> TableDef {
+    TableDef {
+        id: 0,
+        schema: "public".into(),
+        name: "accounts".into(),
+        columns: vec![
+            ColumnDef {
+                name: "id".into(),
+                ty: SqlType::Int8,
+                nullable: false,
+                default: None,
+            },
+            ColumnDef {
+                name: "owner".into(),
+                ty: SqlType::Text,
+                nullable: true,
+                default: None,
+            },
+            ColumnDef {
+                name: "balance".into(),
+                ty: SqlType::Int8,
+                nullable: false,
+                default: None,
+            },
+        ],
+        primary_key: vec![0],
+        pk_name: "accounts_pkey".into(),
+        hidden_rowid: false,
+        indexes: vec![IndexDef {
+            id: 0,
+            name: "accounts_owner_key".into(),
+            columns: vec![1],
+            unique: true,
+            constraint: true,
+        }],
+        checks: vec![],
+        foreign_keys: vec![],
+        comment: None,
+        column_comments: BTreeMap::new(),
+    }
+}
+
+fn row(id: i64, owner: &str, balance: i64) -> Vec<Value> {
+    vec![
+        Value::Int(id),
+        Value::Text(owner.into()),
+        Value::Int(balance),
+    ]
+}
+
+fn pk(id: i64) -> Vec<u8> {
+    encode_key(&[&Value::Int(id)])
+}
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    futures::executor::block_on(f)
+}
+
+#[test]
+fn commits_survive_restart_and_conflicts_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = start(dir.path());
+        let h = store.handle();
+        block(h.ddl(DdlOp::CreateTable(accounts()))).unwrap();
+        let cat = h.catalog();
+        let t = cat.table("public", "accounts").unwrap().clone();
+        let mut tx = h.begin(false).unwrap();
+        tx.insert(&cat, &t, row(1, "ann", 100), OnConflict::Error)
+            .unwrap();
+        tx.insert(&cat, &t, row(2, "bob", 100), OnConflict::Error)
+            .unwrap();
+        let dup = tx.insert(&cat, &t, row(3, "ann", 5), OnConflict::Error);
+        assert!(
+            matches!(dup, Err(RelError::UniqueViolation { .. })),
+            "{dup:?}"
+        );
+        block(h.commit(tx)).unwrap();
+
+        // Two transactions read the same row and both write it: the second
+        // to commit must fail, and change nothing.
+        let mut a = h.begin(false).unwrap();
+        let mut b = h.begin(false).unwrap();
+        let ra = a.get(&t, &pk(1)).unwrap().unwrap();
+        let rb = b.get(&t, &pk(1)).unwrap().unwrap();
+        assert_eq!(ra, rb);
+        a.update(&cat, &t, &pk(1), row(1, "ann", 90)).unwrap();
+        b.update(&cat, &t, &pk(1), row(1, "ann", 80)).unwrap();
+        block(h.commit(a)).unwrap();
+        let err = block(h.commit(b)).unwrap_err();
+        assert_eq!(err.sqlstate(), "40001", "{err}");
+
+        // Write skew: each reads both rows and writes the other one.
+        let mut a = h.begin(false).unwrap();
+        let mut b = h.begin(false).unwrap();
+        for tx in [&mut a, &mut b] {
+            tx.get(&t, &pk(1)).unwrap();
+            tx.get(&t, &pk(2)).unwrap();
+        }
+        a.update(&cat, &t, &pk(1), row(1, "ann", 0)).unwrap();
+        b.update(&cat, &t, &pk(2), row(2, "bob", 0)).unwrap();
+        block(h.commit(a)).unwrap();
+        assert_eq!(block(h.commit(b)).unwrap_err().sqlstate(), "40001");
+
+        // Two inserts of the same unique value from concurrent transactions.
+        let mut a = h.begin(false).unwrap();
+        let mut b = h.begin(false).unwrap();
+        a.insert(&cat, &t, row(5, "cy", 1), OnConflict::Error)
+            .unwrap();
+        b.insert(&cat, &t, row(6, "cy", 1), OnConflict::Error)
+            .unwrap();
+        block(h.commit(a)).unwrap();
+        assert_eq!(block(h.commit(b)).unwrap_err().sqlstate(), "40001");
+    }
+    let store = start(dir.path());
+    let h = store.handle();
+    let cat = h.catalog();
+    let t = cat.table("public", "accounts").unwrap().clone();
+    let mut tx = h.begin(true).unwrap();
+    let rows: Vec<_> = tx.scan(&t).unwrap().into_iter().map(|(_, r)| r).collect();
+    assert_eq!(
+        rows,
+        vec![row(1, "ann", 0), row(2, "bob", 100), row(5, "cy", 1)]
+    );
+    let ix = t.indexes[0].clone();
+    let found = tx
+        .index_lookup(&t, &ix, &[Value::Text("bob".into())])
+        .unwrap();
+    assert_eq!(found.len(), 1);
+}
+
+#[test]
+fn sequences_never_repeat_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let store = start(dir.path());
+        let h = store.handle();
+        if h.catalog().sequence("public", "s").is_none() {
+            block(h.ddl(DdlOp::CreateSequence(crate::schema::SequenceDef {
+                id: 0,
+                schema: "public".into(),
+                name: "s".into(),
+                increment: 1,
+                min: 1,
+                max: i64::MAX,
+                start: 1,
+                cycle: false,
+            })))
+            .unwrap();
+        }
+        let id = h.catalog().sequence("public", "s").unwrap().id;
+        for _ in 0..40 {
+            seen.push(block(h.nextval(id)).unwrap());
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len());
+    assert_eq!(&seen[..40], &(1..=40).collect::<Vec<_>>()[..]);
+}
