@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use sluice_engine::EngineError;
 use sluice_ingest::IngestError;
 use sluice_query::QueryError;
+use sluice_relstore::RelError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -22,6 +23,48 @@ pub enum ApiError {
     Query(#[from] QueryError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+fn rel_status(e: &RelError) -> StatusCode {
+    match e {
+        RelError::Conflict(_)
+        | RelError::UniqueViolation { .. }
+        | RelError::NotNullViolation { .. }
+        | RelError::CheckViolation { .. }
+        | RelError::ForeignKeyViolation { .. }
+        | RelError::DuplicateTable(_) => StatusCode::CONFLICT,
+        RelError::UndefinedTable(_)
+        | RelError::UndefinedColumn { .. }
+        | RelError::UndefinedObject(_) => StatusCode::NOT_FOUND,
+        RelError::InvalidDefinition(_)
+        | RelError::ReadOnly(_)
+        | RelError::Sequence { .. }
+        | RelError::TooLarge { .. } => StatusCode::BAD_REQUEST,
+        RelError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        RelError::Storage(_) | RelError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn query_status(e: &QueryError) -> StatusCode {
+    match e {
+        QueryError::UnknownDatabase(_) | QueryError::UnknownTable(_) => StatusCode::NOT_FOUND,
+        QueryError::Engine(e) => engine_status(e),
+        QueryError::Rel(e) => rel_status(e),
+        QueryError::InStatement { source, .. } => query_status(source),
+        QueryError::Plan(d) | QueryError::Execution(d) => match sluice_query::error::rel_error(d) {
+            Some(r) => rel_status(r),
+            None => StatusCode::BAD_REQUEST,
+        },
+        QueryError::Settings(_)
+        | QueryError::Syntax(_)
+        | QueryError::Format(_)
+        | QueryError::Unsupported(_)
+        | QueryError::InvalidValue(_)
+        | QueryError::TransactionAborted
+        | QueryError::NoTransaction
+        | QueryError::DdlInTransaction
+        | QueryError::OpenTransaction => StatusCode::BAD_REQUEST,
+    }
 }
 
 fn engine_status(e: &EngineError) -> StatusCode {
@@ -46,11 +89,7 @@ impl ApiError {
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Ingest(IngestError::Engine(e)) => engine_status(e),
             ApiError::Ingest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Query(QueryError::UnknownDatabase(_) | QueryError::UnknownTable(_)) => {
-                StatusCode::NOT_FOUND
-            }
-            ApiError::Query(QueryError::Engine(e)) => engine_status(e),
-            ApiError::Query(_) => StatusCode::BAD_REQUEST,
+            ApiError::Query(q) => query_status(q),
             ApiError::Engine(e) => engine_status(e),
         }
     }
@@ -62,7 +101,12 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let body = serde_json::json!({ "error": self.to_string() });
+        let body = match &self {
+            ApiError::Query(q) => {
+                serde_json::json!({ "error": self.to_string(), "sqlstate": q.sqlstate() })
+            }
+            _ => serde_json::json!({ "error": self.to_string() }),
+        };
         let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()

@@ -110,7 +110,12 @@ fn serve(cfg: Config) -> Result<(), String> {
         ),
         None => None,
     };
-    let mut query = QueryEngine::new(engine.handle());
+    let mut relstore = sluice_relstore::RelStore::start(&sluice_relstore::RelConfig {
+        dir: cfg.engine.data_dir.join("meta"),
+        io_memory: cfg.engine.io_memory,
+    })
+    .map_err(|e| format!("starting the relational store: {e}"))?;
+    let mut query = QueryEngine::new(engine.handle()).with_relstore(relstore.handle());
     if let Some(k) = &kafka {
         query = query.with_system_table(Arc::new(kafka::PartitionsTable {
             status: k.status.clone(),
@@ -161,6 +166,7 @@ fn serve(cfg: Config) -> Result<(), String> {
     }
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     engine.stop();
+    relstore.stop();
     tracing::info!("sluice stopped");
     result
 }

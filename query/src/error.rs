@@ -1,5 +1,6 @@
 use datafusion::error::DataFusionError;
 use sluice_engine::EngineError;
+use sluice_relstore::RelError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -9,12 +10,79 @@ pub enum QueryError {
     UnknownTable(String),
     #[error("{0}")]
     Settings(String),
+    #[error("syntax error: {0}")]
+    Syntax(String),
     #[error("{0}")]
     Plan(DataFusionError),
     #[error("{0}")]
     Execution(DataFusionError),
     #[error("unknown format {0:?}: use json, jsonl, csv or arrow")]
     Format(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    InvalidValue(String),
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    TransactionAborted,
+    #[error("there is no transaction in progress")]
+    NoTransaction,
+    #[error("schema changes cannot run inside a transaction block; run them on their own")]
+    DdlInTransaction,
+    #[error("the request ended inside a transaction, which was rolled back; end it with COMMIT")]
+    OpenTransaction,
+    #[error("statement {index}: {source}")]
+    InStatement {
+        index: usize,
+        source: Box<QueryError>,
+    },
+    #[error(transparent)]
+    Rel(#[from] RelError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+impl QueryError {
+    /// The error a statement failed with, looking through the statement
+    /// number a multi-statement request adds.
+    pub fn root(&self) -> &QueryError {
+        match self {
+            QueryError::InStatement { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
+    /// The PostgreSQL SQLSTATE of this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            QueryError::UnknownDatabase(_) => "3D000",
+            QueryError::UnknownTable(_) => "42P01",
+            QueryError::Settings(_) => "22023",
+            QueryError::Syntax(_) => "42601",
+            QueryError::Plan(e) | QueryError::Execution(e) => match rel_error(e) {
+                Some(r) => r.sqlstate(),
+                None if matches!(self, QueryError::Plan(_)) => "42000",
+                None => "XX000",
+            },
+            QueryError::Format(_) => "22023",
+            QueryError::Unsupported(_) => "0A000",
+            QueryError::InvalidValue(_) => "22P02",
+            QueryError::TransactionAborted => "25P02",
+            QueryError::NoTransaction => "25P01",
+            QueryError::DdlInTransaction => "25001",
+            QueryError::OpenTransaction => "25001",
+            QueryError::InStatement { source, .. } => source.sqlstate(),
+            QueryError::Rel(r) => r.sqlstate(),
+            QueryError::Engine(_) => "58000",
+        }
+    }
+}
+
+/// A relational store error that travelled through DataFusion.
+pub fn rel_error(e: &DataFusionError) -> Option<&RelError> {
+    match e {
+        DataFusionError::External(b) => b.downcast_ref::<RelError>(),
+        DataFusionError::Context(_, inner) => rel_error(inner),
+        DataFusionError::Shared(inner) => rel_error(inner),
+        _ => None,
+    }
 }

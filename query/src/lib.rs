@@ -7,7 +7,9 @@ mod functions;
 mod latest;
 pub mod metrics;
 pub mod output;
+mod rel;
 mod scan;
+mod session;
 mod stats;
 mod system;
 mod table;
@@ -22,6 +24,7 @@ use sluice_engine::EngineHandle;
 
 pub use error::QueryError;
 pub use output::{Encoder, Format};
+pub use session::{Outcome, Session};
 pub use system::LiveTable;
 pub use table::CATALOG;
 
@@ -30,6 +33,7 @@ pub struct QueryEngine {
     catalog: Arc<table::SluiceCatalog>,
     live: Vec<Arc<dyn LiveTable>>,
     runtime: Arc<RuntimeEnv>,
+    rel: Option<sluice_relstore::RelHandle>,
 }
 
 impl QueryEngine {
@@ -39,7 +43,14 @@ impl QueryEngine {
             engine,
             live: Vec::new(),
             runtime: Arc::new(RuntimeEnv::default()),
+            rel: None,
         }
+    }
+
+    /// Serves relational tables (and transactions) from `rel`.
+    pub fn with_relstore(mut self, rel: sluice_relstore::RelHandle) -> Self {
+        self.rel = Some(rel);
+        self
     }
 
     /// Adds a table to the `system` schema.
@@ -52,7 +63,11 @@ impl QueryEngine {
         self
     }
 
-    fn context(&self, db: Option<&str>) -> SessionContext {
+    fn context_with(
+        &self,
+        db: Option<&str>,
+        binding: Option<Arc<rel::RelBinding>>,
+    ) -> SessionContext {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, db.unwrap_or("public"))
@@ -67,7 +82,11 @@ impl QueryEngine {
             .with_query_planner(functions::query_planner())
             .build();
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_catalog(CATALOG, self.catalog.clone());
+        let catalog = match binding {
+            Some(b) => Arc::new(self.catalog.with_binding(b)),
+            None => self.catalog.clone(),
+        };
+        ctx.register_catalog(CATALOG, catalog);
         functions::register(&ctx);
         ctx.register_udtf(
             "latest",
@@ -78,36 +97,49 @@ impl QueryEngine {
         ctx
     }
 
-    /// Plans and starts `sql` against database `db`. Only queries: DDL, DML
-    /// and statements that would change session state are refused.
+    /// Runs `sql` (one or more statements, as one session) against
+    /// database `db` and answers the last statement's result. A
+    /// transaction the statements leave open is rolled back, and that is an
+    /// error: over HTTP a transaction lives within one request.
     pub async fn execute(
         &self,
         db: Option<&str>,
         sql: &str,
     ) -> Result<SendableRecordBatchStream, QueryError> {
-        if let Some(db) = db {
-            if !self.engine.catalog().database_exists(db) {
-                return Err(QueryError::UnknownDatabase(db.to_string()));
-            }
-        }
         metrics::METRICS
             .queries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(stmt) = ddl::parse(db, sql) {
-            let stmt = stmt.map_err(QueryError::Settings)?;
-            ddl::apply(&self.engine, &stmt)?;
-            let batch = arrow::array::RecordBatch::try_from_iter([(
-                "result",
-                Arc::new(arrow::array::StringArray::from(vec!["ok"])) as arrow::array::ArrayRef,
-            )])
-            .map_err(|e| QueryError::Execution(e.into()))?;
-            let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-                batch.schema(),
-                futures::stream::iter([Ok(batch)]),
-            );
-            return Ok(Box::pin(stream));
+        let mut session = Session::new(db);
+        let mut outcomes = self.run(&mut session, sql).await?;
+        if session.in_transaction() {
+            session.rollback();
+            return Err(QueryError::OpenTransaction);
         }
-        let ctx = self.context(db);
+        match outcomes.pop() {
+            Some(o) => o.into_stream(),
+            None => Err(QueryError::Syntax("no statement".into())),
+        }
+    }
+
+    /// Whether `name` is a database (time-series) or a schema of
+    /// relational tables.
+    pub fn schema_exists(&self, name: &str) -> bool {
+        self.engine.catalog().database_exists(name)
+            || name == "public"
+            || self
+                .rel
+                .as_ref()
+                .is_some_and(|r| r.catalog().schemas().iter().any(|s| s == name))
+    }
+
+    /// Runs a read in `binding`'s transaction and collects it.
+    pub(crate) async fn collect_in(
+        &self,
+        db: Option<&str>,
+        binding: Arc<rel::RelBinding>,
+        sql: &str,
+    ) -> Result<Vec<arrow::array::RecordBatch>, QueryError> {
+        let ctx = self.context_with(db, Some(binding));
         let opts = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -116,6 +148,6 @@ impl QueryEngine {
             .sql_with_options(sql, opts)
             .await
             .map_err(QueryError::Plan)?;
-        df.execute_stream().await.map_err(QueryError::Execution)
+        df.collect().await.map_err(QueryError::Execution)
     }
 }

@@ -76,6 +76,7 @@ impl SchemaProvider for SystemSchema {
 /// first one is written; before that, an empty table of the same shape.
 async fn dead_letters(engine: &EngineHandle) -> Result<Arc<dyn TableProvider>> {
     let stored = crate::table::SluiceSchema {
+        rel: None,
         engine: engine.clone(),
         database: sluice_engine::catalog::SYSTEM_DATABASE.to_string(),
     };

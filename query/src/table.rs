@@ -15,6 +15,8 @@ use sluice_engine::catalog::TIME_COLUMN;
 use sluice_engine::chunk::DedupPolicy;
 use sluice_engine::EngineHandle;
 
+use crate::rel::provider::RelTable;
+use crate::rel::RelBinding;
 use crate::scan::{plan_shard, ScanExec, TagFilter};
 
 pub const CATALOG: &str = "sluice";
@@ -22,6 +24,8 @@ pub const CATALOG: &str = "sluice";
 pub struct SluiceCatalog {
     engine: EngineHandle,
     live: Arc<[Arc<dyn crate::system::LiveTable>]>,
+    /// The statement's relational transaction, when it has one.
+    rel: Option<Arc<RelBinding>>,
 }
 
 impl SluiceCatalog {
@@ -29,6 +33,16 @@ impl SluiceCatalog {
         SluiceCatalog {
             engine,
             live: live.into(),
+            rel: None,
+        }
+    }
+
+    /// The same catalog, with relational tables read through `binding`.
+    pub(crate) fn with_binding(&self, binding: Arc<RelBinding>) -> Self {
+        SluiceCatalog {
+            engine: self.engine.clone(),
+            live: self.live.clone(),
+            rel: Some(binding),
         }
     }
 }
@@ -51,6 +65,12 @@ impl CatalogProvider for SluiceCatalog {
             .cloned()
             .collect();
         names.push(crate::system::SYSTEM.to_string());
+        if let Some(b) = &self.rel {
+            names.extend(b.catalog().schemas());
+            names.push("public".to_string());
+        }
+        names.sort();
+        names.dedup();
         names
     }
 
@@ -61,12 +81,16 @@ impl CatalogProvider for SluiceCatalog {
                 live: self.live.clone(),
             }));
         }
-        if !self.engine.catalog().database_exists(name) {
+        let relational = self.rel.as_ref().is_some_and(|b| {
+            name == "public" || b.catalog().schemas().iter().any(|s| s == name)
+        });
+        if !relational && !self.engine.catalog().database_exists(name) {
             return None;
         }
         Some(Arc::new(SluiceSchema {
             engine: self.engine.clone(),
             database: name.to_string(),
+            rel: self.rel.clone(),
         }))
     }
 }
@@ -74,6 +98,7 @@ impl CatalogProvider for SluiceCatalog {
 pub(crate) struct SluiceSchema {
     pub(crate) engine: EngineHandle,
     pub(crate) database: String,
+    pub(crate) rel: Option<Arc<RelBinding>>,
 }
 
 impl fmt::Debug for SluiceSchema {
@@ -85,16 +110,32 @@ impl fmt::Debug for SluiceSchema {
 #[async_trait]
 impl SchemaProvider for SluiceSchema {
     fn table_names(&self) -> Vec<String> {
-        self.engine
+        let mut names: Vec<String> = self
+            .engine
             .catalog()
             .snapshot()
             .databases
             .get(&self.database)
             .map(|d| d.tables.keys().cloned().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(b) = &self.rel {
+            let cat = b.catalog();
+            names.extend(
+                cat.tables
+                    .keys()
+                    .filter(|(s, _)| *s == self.database)
+                    .map(|(_, n)| n.clone()),
+            );
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(b) = &self.rel {
+            if let Some(def) = b.catalog().table(&self.database, name) {
+                return Ok(Some(Arc::new(RelTable::new(def.clone(), b.clone()))));
+            }
+        }
         let snap = self.engine.catalog().snapshot();
         Ok(snap.table(&self.database, name).map(|t| {
             Arc::new(SluiceTable {
@@ -108,6 +149,11 @@ impl SchemaProvider for SluiceSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
+        if let Some(b) = &self.rel {
+            if b.catalog().table(&self.database, name).is_some() {
+                return true;
+            }
+        }
         self.engine
             .catalog()
             .snapshot()

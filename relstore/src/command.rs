@@ -96,6 +96,11 @@ pub enum Command {
         id: u64,
         value: i64,
     },
+    /// Hands out `count` hidden row ids of a table without a primary key.
+    RowIds {
+        table: u64,
+        count: u64,
+    },
 }
 
 /// What applying an entry answered.

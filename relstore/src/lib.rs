@@ -119,36 +119,49 @@ impl RelHandle {
                 .ok_or_else(|| RelError::UndefinedObject(format!("sequence #{id}")))?;
             s.increment
         };
+        self.reserve(id, Command::SeqReserve {
+            id,
+            count: SEQUENCE_BLOCK,
+        }, inc)
+        .await
+    }
+
+    /// A value from the block cached for `key`, reserving a new block
+    /// through the log when it is used up.
+    async fn reserve(&self, key: u64, cmd: Command, inc: i64) -> Result<i64> {
         {
             let mut cache = self.sequences.lock();
-            if let Some((next, last, step)) = cache.get_mut(&id) {
+            if let Some((next, last, step)) = cache.get_mut(&key) {
                 let v = *next;
                 let done = if *step > 0 { v >= *last } else { v <= *last };
                 if done {
-                    cache.remove(&id);
+                    cache.remove(&key);
                 } else {
                     *next += *step;
                 }
                 return Ok(v);
             }
         }
-        match self
-            .propose(&Command::SeqReserve {
-                id,
-                count: SEQUENCE_BLOCK,
-            })
-            .await?
-        {
+        match self.propose(&cmd).await? {
             Applied::Values(first, last) => {
                 if first != last {
-                    self.sequences.lock().insert(id, (first + inc, last, inc));
+                    self.sequences.lock().insert(key, (first + inc, last, inc));
                 }
                 Ok(first)
             }
             Applied::Done => Err(RelError::Storage(
-                "sequence reservation answered nothing".into(),
+                "a reservation answered nothing".into(),
             )),
         }
+    }
+
+    /// A new hidden row id for a table without a primary key.
+    pub async fn next_rowid(&self, table: u64) -> Result<i64> {
+        self.reserve(table, Command::RowIds {
+            table,
+            count: SEQUENCE_BLOCK,
+        }, 1)
+        .await
     }
 
     /// `setval`: the next value follows `value`.

@@ -278,6 +278,13 @@ impl State {
             }
             Command::SeqReserve { id, count } => crate::ddl::seq_reserve(txn, id, count),
             Command::SeqSet { id, value } => crate::ddl::seq_set(txn, id, value),
+            Command::RowIds { table, count } => {
+                let mut seqs = txn.open_table(SEQS)?;
+                let last = seqs.get(table)?.map(|v| v.value()).unwrap_or(0);
+                let end = last.saturating_add(count.max(1) as i64);
+                seqs.insert(table, end)?;
+                Ok(Ok(Applied::Values(last + 1, end)))
+            }
         }
     }
 

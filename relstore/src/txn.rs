@@ -35,6 +35,8 @@ pub enum OnConflict {
     Error,
     /// Skip the row (`ON CONFLICT DO NOTHING`).
     Nothing,
+    /// Hand the holder back to the caller (`ON CONFLICT DO UPDATE`).
+    Update,
 }
 
 /// The outcome of an insert.
@@ -314,7 +316,7 @@ impl Txn {
         Self::check_not_null(t, &row)?;
         let pk = pk_key(t, &row);
         if let Some(existing) = self.get(t, &pk)? {
-            if on_conflict == OnConflict::Nothing {
+            if on_conflict != OnConflict::Error {
                 return Ok(Inserted::Conflict(pk, existing));
             }
             let (columns, key) = describe_key(t, &t.primary_key, &row);
@@ -324,7 +326,7 @@ impl Txn {
                 key,
             });
         }
-        if on_conflict == OnConflict::Nothing {
+        if on_conflict != OnConflict::Error {
             for ix in t.indexes.iter().filter(|i| i.unique) {
                 if let Some((hpk, hrow)) = self.unique_holder(t, ix, &row, &pk)? {
                     return Ok(Inserted::Conflict(hpk, hrow));

@@ -1,0 +1,29 @@
+//! SQL over the relational store: the DataFusion tables that read it, the
+//! statements that change it (DDL, INSERT, UPDATE, DELETE), and how a
+//! statement is bound to its transaction.
+
+pub mod convert;
+pub mod ddl;
+pub mod dml;
+pub mod provider;
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use sluice_relstore::{RelHandle, Txn};
+
+/// What a statement's relational reads go through: the transaction (its
+/// snapshot plus its own writes, and the read set it records).
+pub struct RelBinding {
+    pub handle: RelHandle,
+    pub txn: Arc<Mutex<Txn>>,
+    /// The table a DML rewrite targets; its scan carries the hidden primary
+    /// key column.
+    pub dml_target: Option<u64>,
+}
+
+impl RelBinding {
+    pub fn catalog(&self) -> Arc<sluice_relstore::RelCatalog> {
+        self.txn.lock().snap.catalog.clone()
+    }
+}

@@ -1,0 +1,388 @@
+//! Sessions and statement dispatch. SQL is parsed once; each statement goes
+//! to the part that owns it: transaction control to the session, relational
+//! DDL and DML to `rel`, time-series storage settings to `ddl`, and every
+//! read to DataFusion, bound to the session's transaction (or, outside one,
+//! to a snapshot taken for the statement).
+//!
+//! A session holds at most one transaction. Outside `BEGIN … COMMIT` every
+//! statement is its own transaction. A statement that fails inside a
+//! transaction aborts it: later statements fail with SQLSTATE 25P02 until
+//! `ROLLBACK` (or `ROLLBACK TO SAVEPOINT`); `COMMIT` of an aborted
+//! transaction rolls it back.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::SQLOptions;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement, TransactionAccessMode, TransactionMode};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use parking_lot::Mutex;
+use sluice_relstore::{DdlOp, RelError, RelHandle, Txn};
+
+use crate::error::QueryError;
+use crate::rel::{ddl as relddl, RelBinding};
+use crate::QueryEngine;
+
+/// What one statement answered.
+pub enum Outcome {
+    Rows(SendableRecordBatchStream),
+    /// A command tag, as PostgreSQL names it (`INSERT 0 3`, `COMMIT`).
+    Command(String),
+}
+
+impl Outcome {
+    /// The answer as a stream: rows, or one row holding the command tag.
+    pub fn into_stream(self) -> Result<SendableRecordBatchStream, QueryError> {
+        match self {
+            Outcome::Rows(s) => Ok(s),
+            Outcome::Command(tag) => {
+                let batch = RecordBatch::try_from_iter([(
+                    "result",
+                    Arc::new(StringArray::from(vec![tag])) as ArrayRef,
+                )])
+                .map_err(|e| QueryError::Execution(e.into()))?;
+                Ok(Box::pin(RecordBatchStreamAdapter::new(
+                    batch.schema(),
+                    futures::stream::iter([Ok(batch)]),
+                )))
+            }
+        }
+    }
+}
+
+pub struct Session {
+    pub db: Option<String>,
+    txn: Option<Arc<Mutex<Txn>>>,
+    failed: bool,
+}
+
+impl Session {
+    pub fn new(db: Option<&str>) -> Session {
+        Session {
+            db: db.map(str::to_string),
+            txn: None,
+            failed: false,
+        }
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    pub fn rollback(&mut self) {
+        self.txn = None;
+        self.failed = false;
+    }
+}
+
+fn batches_stream(batches: Vec<RecordBatch>) -> Result<SendableRecordBatchStream, QueryError> {
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+    Ok(Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        futures::stream::iter(batches.into_iter().map(Ok)),
+    )))
+}
+
+pub fn parse(sql: &str) -> Result<Vec<Statement>, QueryError> {
+    Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| QueryError::Syntax(e.to_string()))
+}
+
+impl QueryEngine {
+    fn rel(&self) -> Result<&RelHandle, QueryError> {
+        self.rel
+            .as_ref()
+            .ok_or(QueryError::Rel(RelError::Unavailable))
+    }
+
+    /// Runs every statement of `sql` in order; stops at the first error
+    /// (the statements before it have taken effect).
+    pub async fn run(&self, s: &mut Session, sql: &str) -> Result<Vec<Outcome>, QueryError> {
+        let stmts = parse(sql)?;
+        let n = stmts.len();
+        let mut out = Vec::with_capacity(n);
+        for (i, stmt) in stmts.into_iter().enumerate() {
+            match self.run_statement(s, stmt).await {
+                Ok(o) => out.push(o),
+                Err(e) if n > 1 => {
+                    return Err(QueryError::InStatement {
+                        index: i + 1,
+                        source: Box::new(e),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn run_statement(
+        &self,
+        s: &mut Session,
+        stmt: Statement,
+    ) -> Result<Outcome, QueryError> {
+        match &stmt {
+            Statement::StartTransaction { modes, .. } => {
+                if s.txn.is_none() {
+                    let read_only = modes.iter().any(|m| {
+                        matches!(m, TransactionMode::AccessMode(TransactionAccessMode::ReadOnly))
+                    });
+                    s.txn = Some(Arc::new(Mutex::new(self.rel()?.begin(read_only)?)));
+                    s.failed = false;
+                }
+                return Ok(Outcome::Command("BEGIN".into()));
+            }
+            Statement::Commit { .. } => {
+                let Some(txn) = s.txn.take() else {
+                    return Ok(Outcome::Command("COMMIT".into()));
+                };
+                if std::mem::take(&mut s.failed) {
+                    return Ok(Outcome::Command("ROLLBACK".into()));
+                }
+                self.commit(txn).await?;
+                return Ok(Outcome::Command("COMMIT".into()));
+            }
+            Statement::Rollback { savepoint, .. } => {
+                match savepoint {
+                    None => s.rollback(),
+                    Some(name) => {
+                        let txn = s.txn.as_ref().ok_or(QueryError::NoTransaction)?;
+                        txn.lock().rollback_to(&relddl::norm(name))?;
+                        s.failed = false;
+                    }
+                }
+                return Ok(Outcome::Command("ROLLBACK".into()));
+            }
+            _ if s.failed => return Err(QueryError::TransactionAborted),
+            Statement::Savepoint { name } => {
+                let txn = s.txn.as_ref().ok_or(QueryError::NoTransaction)?;
+                txn.lock().savepoint(&relddl::norm(name));
+                return Ok(Outcome::Command("SAVEPOINT".into()));
+            }
+            Statement::ReleaseSavepoint { name } => {
+                let txn = s.txn.as_ref().ok_or(QueryError::NoTransaction)?;
+                txn.lock().release(&relddl::norm(name))?;
+                return Ok(Outcome::Command("RELEASE".into()));
+            }
+            _ => {}
+        }
+        let res = self.dispatch(s, stmt).await;
+        if res.is_err() && s.txn.is_some() {
+            s.failed = true;
+        }
+        res
+    }
+
+    async fn commit(&self, txn: Arc<Mutex<Txn>>) -> Result<(), QueryError> {
+        let txn = Arc::try_unwrap(txn)
+            .map_err(|_| QueryError::Rel(RelError::Conflict("the transaction is still in use".into())))?
+            .into_inner();
+        self.rel()?.commit(txn).await?;
+        Ok(())
+    }
+
+    fn binding(&self, s: &Session, read_only: bool) -> Result<(Arc<RelBinding>, bool), QueryError> {
+        let rel = self.rel()?;
+        let (txn, own) = match &s.txn {
+            Some(t) => (t.clone(), false),
+            None => (Arc::new(Mutex::new(rel.begin(read_only)?)), true),
+        };
+        Ok((
+            Arc::new(RelBinding {
+                handle: rel.clone(),
+                txn,
+                dml_target: None,
+            }),
+            own,
+        ))
+    }
+
+    async fn dispatch(&self, s: &mut Session, stmt: Statement) -> Result<Outcome, QueryError> {
+        let db = s.db.clone().unwrap_or_else(|| "public".to_string());
+        match &stmt {
+            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
+                let (binding, own) = self.binding(s, false)?;
+                let res = match &stmt {
+                    Statement::Insert(i) => self.insert(&db, binding.clone(), i).await?,
+                    Statement::Update(u) => self.update(&db, binding.clone(), u).await?,
+                    Statement::Delete(d) => self.delete(&db, binding.clone(), d).await?,
+                    _ => unreachable_statement()?,
+                };
+                if own {
+                    let txn = binding.txn.clone();
+                    drop(binding);
+                    self.commit(txn).await?;
+                }
+                return Ok(match res.returning {
+                    Some(b) => Outcome::Rows(batches_stream(b)?),
+                    None => Outcome::Command(res.tag),
+                });
+            }
+            Statement::CreateTable(_)
+            | Statement::CreateIndex(_)
+            | Statement::Truncate(_)
+            | Statement::CreateSequence { .. }
+            | Statement::Comment { .. } => {
+                if s.txn.is_some() {
+                    return Err(QueryError::DdlInTransaction);
+                }
+                return self.rel_ddl(&db, &stmt).await;
+            }
+            Statement::Drop { object_type, .. }
+                if matches!(
+                    object_type,
+                    ObjectType::Table | ObjectType::Index | ObjectType::Sequence
+                ) =>
+            {
+                if s.txn.is_some() {
+                    return Err(QueryError::DdlInTransaction);
+                }
+                return self.rel_ddl(&db, &stmt).await;
+            }
+            _ => {}
+        }
+        let text = stmt.to_string();
+        if let Some(set) = crate::ddl::parse(s.db.as_deref(), &text) {
+            let set = set.map_err(QueryError::Settings)?;
+            crate::ddl::apply(&self.engine, &set)?;
+            return Ok(Outcome::Command("ok".into()));
+        }
+        // A read: DataFusion, bound to the transaction or a fresh snapshot.
+        if let Some(d) = s.db.as_deref() {
+            if !self.schema_exists(d) {
+                return Err(QueryError::UnknownDatabase(d.to_string()));
+            }
+        }
+        let binding = match self.rel {
+            Some(_) => Some(self.binding(s, true)?.0),
+            None => None,
+        };
+        let ctx = self.context_with(s.db.as_deref(), binding);
+        let plan = ctx
+            .state()
+            .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
+            .await
+            .map_err(QueryError::Plan)?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(QueryError::Plan)?;
+        let df = ctx.execute_logical_plan(plan).await.map_err(QueryError::Plan)?;
+        Ok(Outcome::Rows(
+            df.execute_stream().await.map_err(QueryError::Execution)?,
+        ))
+    }
+
+    async fn rel_ddl(&self, db: &str, stmt: &Statement) -> Result<Outcome, QueryError> {
+        let rel = self.rel()?;
+        let cat = rel.catalog();
+        let not_found = |n: String| QueryError::Rel(RelError::UndefinedTable(n));
+        match stmt {
+            Statement::CreateTable(ct) => {
+                let (schema, name) = relddl::resolve(&ct.name, db)?;
+                if cat.table(&schema, &name).is_some() && ct.if_not_exists {
+                    return Ok(Outcome::Command("CREATE TABLE".into()));
+                }
+                if self.engine.catalog().snapshot().table(&schema, &name).is_some() {
+                    return Err(QueryError::Rel(RelError::DuplicateTable(format!(
+                        "{name} (a time-series table)"
+                    ))));
+                }
+                let def = relddl::create_table(ct, db, &cat)?;
+                for seq in relddl::serial_sequences(&def) {
+                    if cat.sequence(&seq.schema, &seq.name).is_none() {
+                        rel.ddl(DdlOp::CreateSequence(seq)).await?;
+                    }
+                }
+                rel.ddl(DdlOp::CreateTable(def)).await?;
+                Ok(Outcome::Command("CREATE TABLE".into()))
+            }
+            Statement::CreateIndex(ci) => {
+                let (table, index) = relddl::create_index(ci, db, &cat)?;
+                let schema = cat.table_by_id(table).map(|t| t.schema.clone()).unwrap_or_default();
+                if ci.if_not_exists && relddl::drop_index(&cat, &schema, &index.name).is_some() {
+                    return Ok(Outcome::Command("CREATE INDEX".into()));
+                }
+                rel.ddl(DdlOp::CreateIndex { table, index }).await?;
+                Ok(Outcome::Command("CREATE INDEX".into()))
+            }
+            Statement::Truncate(t) => {
+                let mut ids = Vec::new();
+                for target in &t.table_names {
+                    let (schema, name) = relddl::resolve(&target.name, db)?;
+                    let def = cat.table(&schema, &name).ok_or_else(|| not_found(name.clone()))?;
+                    ids.push(def.id);
+                }
+                rel.ddl(DdlOp::Truncate { ids }).await?;
+                Ok(Outcome::Command("TRUNCATE TABLE".into()))
+            }
+            Statement::Drop {
+                object_type,
+                if_exists,
+                names,
+                ..
+            } => {
+                for n in names {
+                    let (schema, name) = relddl::resolve(n, db)?;
+                    let op = match object_type {
+                        ObjectType::Table => cat
+                            .table(&schema, &name)
+                            .map(|t| DdlOp::DropTable { id: t.id }),
+                        ObjectType::Index => relddl::drop_index(&cat, &schema, &name),
+                        _ => cat.sequence(&schema, &name).map(|s| {
+                            rel.forget_sequence(s.id);
+                            DdlOp::DropSequence { id: s.id }
+                        }),
+                    };
+                    match op {
+                        Some(op) => rel.ddl(op).await?,
+                        None if *if_exists => {}
+                        None => return Err(not_found(name)),
+                    }
+                }
+                Ok(Outcome::Command(format!("DROP {object_type}")))
+            }
+            Statement::CreateSequence {
+                name,
+                if_not_exists,
+                sequence_options,
+                ..
+            } => {
+                let (schema, n) = relddl::resolve(name, db)?;
+                if cat.sequence(&schema, &n).is_some() && *if_not_exists {
+                    return Ok(Outcome::Command("CREATE SEQUENCE".into()));
+                }
+                let def = relddl::sequence(schema, n, sequence_options)?;
+                rel.ddl(DdlOp::CreateSequence(def)).await?;
+                Ok(Outcome::Command("CREATE SEQUENCE".into()))
+            }
+            Statement::Comment {
+                object_type,
+                object_name,
+                comment,
+                ..
+            } => {
+                let op = relddl::comment(&cat, db, *object_type, object_name, comment.clone())?;
+                rel.ddl(op).await?;
+                Ok(Outcome::Command("COMMENT".into()))
+            }
+            _ => unreachable_statement(),
+        }
+    }
+}
+
+fn unreachable_statement<T>() -> Result<T, QueryError> {
+    Err(QueryError::Unsupported("statement kind".into()))
+}
