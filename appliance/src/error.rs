@@ -37,6 +37,7 @@ fn rel_status(e: &RelError) -> StatusCode {
         | RelError::UndefinedColumn { .. }
         | RelError::UndefinedObject(_) => StatusCode::NOT_FOUND,
         RelError::InvalidDefinition(_)
+        | RelError::DependentObjects(_)
         | RelError::ReadOnly(_)
         | RelError::Sequence { .. }
         | RelError::TooLarge { .. } => StatusCode::BAD_REQUEST,

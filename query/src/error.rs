@@ -60,7 +60,7 @@ impl QueryError {
             QueryError::Syntax(_) => "42601",
             QueryError::Plan(e) | QueryError::Execution(e) => match rel_error(e) {
                 Some(r) => r.sqlstate(),
-                None if matches!(self, QueryError::Plan(_)) => "42000",
+                None if matches!(self, QueryError::Plan(_)) => plan_sqlstate(e),
                 None => "XX000",
             },
             QueryError::Format(_) => "22023",
@@ -84,5 +84,20 @@ pub fn rel_error(e: &DataFusionError) -> Option<&RelError> {
         DataFusionError::Context(_, inner) => rel_error(inner),
         DataFusionError::Shared(inner) => rel_error(inner),
         _ => None,
+    }
+}
+
+/// DataFusion's planning errors carry no codes; the common ones are told
+/// apart by what they say.
+fn plan_sqlstate(e: &DataFusionError) -> &'static str {
+    let text = e.to_string();
+    if text.contains("table '") && text.contains("not found") {
+        "42P01"
+    } else if text.contains("No field named") || text.contains("Schema error: No field") {
+        "42703"
+    } else if text.contains("SQL error") || text.contains("ParserError") {
+        "42601"
+    } else {
+        "42000"
     }
 }

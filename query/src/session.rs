@@ -17,7 +17,9 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SQLOptions;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{ObjectType, Statement, TransactionAccessMode, TransactionMode};
+use datafusion::sql::sqlparser::ast::{
+    ObjectType, Statement, TransactionAccessMode, TransactionMode,
+};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use parking_lot::Mutex;
@@ -135,7 +137,10 @@ impl QueryEngine {
             Statement::StartTransaction { modes, .. } => {
                 if s.txn.is_none() {
                     let read_only = modes.iter().any(|m| {
-                        matches!(m, TransactionMode::AccessMode(TransactionAccessMode::ReadOnly))
+                        matches!(
+                            m,
+                            TransactionMode::AccessMode(TransactionAccessMode::ReadOnly)
+                        )
                     });
                     s.txn = Some(Arc::new(Mutex::new(self.rel()?.begin(read_only)?)));
                     s.failed = false;
@@ -185,7 +190,9 @@ impl QueryEngine {
 
     async fn commit(&self, txn: Arc<Mutex<Txn>>) -> Result<(), QueryError> {
         let txn = Arc::try_unwrap(txn)
-            .map_err(|_| QueryError::Rel(RelError::Conflict("the transaction is still in use".into())))?
+            .map_err(|_| {
+                QueryError::Rel(RelError::Conflict("the transaction is still in use".into()))
+            })?
             .into_inner();
         self.rel()?.commit(txn).await?;
         Ok(())
@@ -279,7 +286,10 @@ impl QueryEngine {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(QueryError::Plan)?;
-        let df = ctx.execute_logical_plan(plan).await.map_err(QueryError::Plan)?;
+        let df = ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(QueryError::Plan)?;
         Ok(Outcome::Rows(
             df.execute_stream().await.map_err(QueryError::Execution)?,
         ))
@@ -295,7 +305,13 @@ impl QueryEngine {
                 if cat.table(&schema, &name).is_some() && ct.if_not_exists {
                     return Ok(Outcome::Command("CREATE TABLE".into()));
                 }
-                if self.engine.catalog().snapshot().table(&schema, &name).is_some() {
+                if self
+                    .engine
+                    .catalog()
+                    .snapshot()
+                    .table(&schema, &name)
+                    .is_some()
+                {
                     return Err(QueryError::Rel(RelError::DuplicateTable(format!(
                         "{name} (a time-series table)"
                     ))));
@@ -311,7 +327,10 @@ impl QueryEngine {
             }
             Statement::CreateIndex(ci) => {
                 let (table, index) = relddl::create_index(ci, db, &cat)?;
-                let schema = cat.table_by_id(table).map(|t| t.schema.clone()).unwrap_or_default();
+                let schema = cat
+                    .table_by_id(table)
+                    .map(|t| t.schema.clone())
+                    .unwrap_or_default();
                 if ci.if_not_exists && relddl::drop_index(&cat, &schema, &index.name).is_some() {
                     return Ok(Outcome::Command("CREATE INDEX".into()));
                 }
@@ -322,7 +341,9 @@ impl QueryEngine {
                 let mut ids = Vec::new();
                 for target in &t.table_names {
                     let (schema, name) = relddl::resolve(&target.name, db)?;
-                    let def = cat.table(&schema, &name).ok_or_else(|| not_found(name.clone()))?;
+                    let def = cat
+                        .table(&schema, &name)
+                        .ok_or_else(|| not_found(name.clone()))?;
                     ids.push(def.id);
                 }
                 rel.ddl(DdlOp::Truncate { ids }).await?;

@@ -81,9 +81,10 @@ impl CatalogProvider for SluiceCatalog {
                 live: self.live.clone(),
             }));
         }
-        let relational = self.rel.as_ref().is_some_and(|b| {
-            name == "public" || b.catalog().schemas().iter().any(|s| s == name)
-        });
+        let relational = self
+            .rel
+            .as_ref()
+            .is_some_and(|b| name == "public" || b.catalog().schemas().iter().any(|s| s == name));
         if !relational && !self.engine.catalog().database_exists(name) {
             return None;
         }

@@ -75,8 +75,8 @@ fn check_inner(cat: &RelCatalog, txn: &WriteTransaction, op: &DdlOp) -> Result<(
         DdlOp::DropTable { id } => {
             let t = table(cat, *id)?;
             if let Some(child) = cat.children_of(*id).into_iter().find(|c| c.id != *id) {
-                return Err(RelError::InvalidDefinition(format!(
-                    "cannot drop table {} because table {} references it (SQLSTATE 2BP01); drop that table or its foreign key first",
+                return Err(RelError::DependentObjects(format!(
+                    "cannot drop table {} because table {} references it; drop that table or its foreign key first",
                     t.name, child.name
                 )));
             }
@@ -90,7 +90,7 @@ fn check_inner(cat: &RelCatalog, txn: &WriteTransaction, op: &DdlOp) -> Result<(
                     .into_iter()
                     .find(|c| !ids.contains(&c.id))
                 {
-                    return Err(RelError::InvalidDefinition(format!(
+                    return Err(RelError::DependentObjects(format!(
                         "cannot truncate table {} referenced in a foreign key constraint of table {}; truncate them together",
                         t.name, child.name
                     )));

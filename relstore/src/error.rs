@@ -38,6 +38,8 @@ pub enum RelError {
     UndefinedObject(String),
     #[error("{0}")]
     InvalidDefinition(String),
+    #[error("{0}")]
+    DependentObjects(String),
     #[error("cannot {0} in a read-only transaction")]
     ReadOnly(&'static str),
     #[error("sequence \"{name}\": {reason}")]
@@ -66,6 +68,7 @@ impl RelError {
             RelError::UndefinedColumn { .. } => "42703",
             RelError::UndefinedObject(_) => "42704",
             RelError::InvalidDefinition(_) => "42P16",
+            RelError::DependentObjects(_) => "2BP01",
             RelError::ReadOnly(_) => "25006",
             RelError::Sequence { .. } => "2200H",
             RelError::TooLarge { .. } => "54000",

@@ -119,10 +119,14 @@ impl RelHandle {
                 .ok_or_else(|| RelError::UndefinedObject(format!("sequence #{id}")))?;
             s.increment
         };
-        self.reserve(id, Command::SeqReserve {
+        self.reserve(
             id,
-            count: SEQUENCE_BLOCK,
-        }, inc)
+            Command::SeqReserve {
+                id,
+                count: SEQUENCE_BLOCK,
+            },
+            inc,
+        )
         .await
     }
 
@@ -149,18 +153,20 @@ impl RelHandle {
                 }
                 Ok(first)
             }
-            Applied::Done => Err(RelError::Storage(
-                "a reservation answered nothing".into(),
-            )),
+            Applied::Done => Err(RelError::Storage("a reservation answered nothing".into())),
         }
     }
 
     /// A new hidden row id for a table without a primary key.
     pub async fn next_rowid(&self, table: u64) -> Result<i64> {
-        self.reserve(table, Command::RowIds {
+        self.reserve(
             table,
-            count: SEQUENCE_BLOCK,
-        }, 1)
+            Command::RowIds {
+                table,
+                count: SEQUENCE_BLOCK,
+            },
+            1,
+        )
         .await
     }
 

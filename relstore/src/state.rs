@@ -117,7 +117,15 @@ pub fn describe_key(table: &TableDef, cols: &[usize], row: &[Value]) -> (String,
         .iter()
         .map(|&c| table.columns[c].name.as_str())
         .collect();
-    let vals: Vec<String> = cols.iter().map(|&c| row[c].to_string()).collect();
+    let vals: Vec<String> = cols
+        .iter()
+        .map(|&c| match (&row[c], table.columns[c].ty) {
+            (Value::Numeric(n), crate::value::SqlType::Numeric(_, s)) => {
+                crate::value::format_numeric(*n, s)
+            }
+            (v, _) => v.to_string(),
+        })
+        .collect();
     (names.join(", "), vals.join(", "))
 }
 

@@ -92,6 +92,18 @@ impl std::fmt::Display for Value {
     }
 }
 
+/// An unscaled fixed-point value written with its `scale` digits.
+pub fn format_numeric(n: i128, scale: i8) -> String {
+    if scale <= 0 {
+        return n.to_string();
+    }
+    let digits = n.unsigned_abs().to_string();
+    let s = scale as usize;
+    let padded = format!("{digits:0>width$}", width = s + 1);
+    let (int, frac) = padded.split_at(padded.len() - s);
+    format!("{}{int}.{frac}", if n < 0 { "-" } else { "" })
+}
+
 /// A row: one value per column of its table, in column order.
 pub type Row = Vec<Value>;
 
@@ -200,5 +212,8 @@ mod tests {
         ];
         assert_eq!(decode_row(&encode_row(&row)).unwrap(), row);
         assert!(decode_row(&[0xFF, 0xFF, 0xFF]).is_err());
+        assert_eq!(format_numeric(550, 2), "5.50");
+        assert_eq!(format_numeric(-5, 2), "-0.05");
+        assert_eq!(format_numeric(7, 0), "7");
     }
 }

@@ -38,14 +38,12 @@ pub fn resolve(name: &ObjectName, default: &str) -> Result<(String, String), Que
 }
 
 fn position(cols: &[ColumnDef], name: &str, table: &str) -> Result<usize, QueryError> {
-    cols.iter()
-        .position(|c| c.name == name)
-        .ok_or_else(|| {
-            QueryError::Rel(sluice_relstore::RelError::UndefinedColumn {
-                table: table.to_string(),
-                column: name.to_string(),
-            })
+    cols.iter().position(|c| c.name == name).ok_or_else(|| {
+        QueryError::Rel(sluice_relstore::RelError::UndefinedColumn {
+            table: table.to_string(),
+            column: name.to_string(),
         })
+    })
 }
 
 fn index_columns(
@@ -104,7 +102,10 @@ pub fn create_table(
     let mut fks: Vec<FkSpec> = Vec::new();
     for c in &ct.columns {
         let mut ty = sql_type(&c.data_type)?;
-        let serial = matches!(c.data_type.to_string().to_ascii_lowercase().as_str(), "serial" | "serial4" | "bigserial" | "serial8");
+        let serial = matches!(
+            c.data_type.to_string().to_ascii_lowercase().as_str(),
+            "serial" | "serial4" | "bigserial" | "serial8"
+        );
         if serial && ty == SqlType::Int4 {
             ty = SqlType::Int4;
         }
@@ -133,7 +134,9 @@ pub fn create_table(
                     pk = Some((cname, vec![norm(&c.name)]));
                 }
                 ColumnOption::Unique(_) => uniques.push((cname, vec![norm(&c.name)])),
-                ColumnOption::Check(ch) => checks.push((ch.name.as_ref().map(norm).or(cname), ch.expr.to_string())),
+                ColumnOption::Check(ch) => {
+                    checks.push((ch.name.as_ref().map(norm).or(cname), ch.expr.to_string()))
+                }
                 ColumnOption::ForeignKey(f) => fks.push(FkSpec {
                     name: f.name.as_ref().map(norm).or(cname),
                     columns: vec![norm(&c.name)],
@@ -142,9 +145,7 @@ pub fn create_table(
                     on_delete: f.on_delete,
                 }),
                 ColumnOption::Comment(_) => {}
-                other => {
-                    return Err(QueryError::Unsupported(format!("column option {other}")))
-                }
+                other => return Err(QueryError::Unsupported(format!("column option {other}"))),
             }
         }
         columns.push(col);
@@ -176,7 +177,9 @@ pub fn create_table(
         }
     }
     if columns.is_empty() {
-        return Err(QueryError::Unsupported("a table needs at least one column".into()));
+        return Err(QueryError::Unsupported(
+            "a table needs at least one column".into(),
+        ));
     }
     let hidden_rowid = pk.is_none();
     if hidden_rowid {
@@ -234,9 +237,9 @@ pub fn create_table(
             };
             (0, pc)
         } else {
-            let parent = cat
-                .table(&ps, &pn)
-                .ok_or_else(|| QueryError::Rel(sluice_relstore::RelError::UndefinedTable(pn.clone())))?;
+            let parent = cat.table(&ps, &pn).ok_or_else(|| {
+                QueryError::Rel(sluice_relstore::RelError::UndefinedTable(pn.clone()))
+            })?;
             let pc = if f.parent_columns.is_empty() {
                 parent.primary_key.clone()
             } else {
@@ -292,7 +295,11 @@ pub fn serial_sequences(t: &TableDef) -> Vec<SequenceDef> {
                 name: seq.to_string(),
                 increment: 1,
                 min: 1,
-                max: if c.ty == SqlType::Int4 { i32::MAX as i64 } else { i64::MAX },
+                max: if c.ty == SqlType::Int4 {
+                    i32::MAX as i64
+                } else {
+                    i64::MAX
+                },
                 start: 1,
                 cycle: false,
             })
@@ -310,7 +317,9 @@ pub fn create_index(
         .table(&schema, &table)
         .ok_or_else(|| QueryError::Rel(sluice_relstore::RelError::UndefinedTable(table.clone())))?;
     if ci.predicate.is_some() {
-        return Err(QueryError::Unsupported("partial indexes (CREATE INDEX … WHERE)".into()));
+        return Err(QueryError::Unsupported(
+            "partial indexes (CREATE INDEX … WHERE)".into(),
+        ));
     }
     let names = ident_names(&ci.columns);
     let columns = index_columns(&t.columns, names.clone(), &table)?;
@@ -407,11 +416,15 @@ pub fn comment(
     comment: Option<String>,
 ) -> Result<DdlOp, QueryError> {
     use datafusion::sql::sqlparser::ast::CommentObject as C;
-    let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident().map(norm)).collect();
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident().map(norm))
+        .collect();
     let table_of = |schema: &str, table: &str| {
-        cat.table(schema, table)
-            .map(|t| t.id)
-            .ok_or_else(|| QueryError::Rel(sluice_relstore::RelError::UndefinedTable(table.to_string())))
+        cat.table(schema, table).map(|t| t.id).ok_or_else(|| {
+            QueryError::Rel(sluice_relstore::RelError::UndefinedTable(table.to_string()))
+        })
     };
     match kind {
         C::Table => {
@@ -425,7 +438,11 @@ pub fn comment(
             let (schema, table, column) = match parts.as_slice() {
                 [t, c] => (db.to_string(), t.clone(), c.clone()),
                 [s, t, c] => (s.clone(), t.clone(), c.clone()),
-                _ => return Err(QueryError::Unsupported(format!("COMMENT ON COLUMN {name}: use table.column"))),
+                _ => {
+                    return Err(QueryError::Unsupported(format!(
+                        "COMMENT ON COLUMN {name}: use table.column"
+                    )))
+                }
             };
             Ok(DdlOp::CommentColumn {
                 table: table_of(&schema, &table)?,

@@ -158,7 +158,9 @@ impl QueryEngine {
         ins: &Insert,
     ) -> Result<DmlResult, QueryError> {
         let TableObject::TableName(name) = &ins.table else {
-            return Err(QueryError::Unsupported("INSERT into a table function".into()));
+            return Err(QueryError::Unsupported(
+                "INSERT into a table function".into(),
+            ));
         };
         let t = target(&binding, name, db)?;
         let visible = t.visible_columns().len();
@@ -167,12 +169,11 @@ impl QueryEngine {
         } else {
             let mut out = Vec::new();
             for c in &ins.columns {
-                let n = c
-                    .0
-                    .last()
-                    .and_then(|p| p.as_ident())
-                    .map(super::ddl::norm)
-                    .unwrap_or_default();
+                let n =
+                    c.0.last()
+                        .and_then(|p| p.as_ident())
+                        .map(super::ddl::norm)
+                        .unwrap_or_default();
                 let n = n.as_str();
                 let pos = t.column(n).filter(|p| *p < visible).ok_or_else(|| {
                     QueryError::Rel(RelError::UndefinedColumn {
@@ -240,7 +241,13 @@ impl QueryEngine {
         if let Some(OnInsert::OnConflict(oc)) = &ins.on {
             if let OnConflictAction::DoUpdate(du) = &oc.action {
                 let updated = self
-                    .upsert(&binding, &t, conflicts, &du.assignments, du.selection.as_ref())
+                    .upsert(
+                        &binding,
+                        &t,
+                        conflicts,
+                        &du.assignments,
+                        du.selection.as_ref(),
+                    )
                     .await?;
                 written.extend(updated);
             }
@@ -265,10 +272,14 @@ impl QueryEngine {
             return Ok(Vec::new());
         }
         let schema = table_schema(t, true);
-        let existing: Vec<(Vec<u8>, Row)> =
-            conflicts.iter().map(|(pk, e, _)| (pk.clone(), e.clone())).collect();
-        let proposed: Vec<(Vec<u8>, Row)> =
-            conflicts.iter().map(|(pk, _, p)| (pk.clone(), p.clone())).collect();
+        let existing: Vec<(Vec<u8>, Row)> = conflicts
+            .iter()
+            .map(|(pk, e, _)| (pk.clone(), e.clone()))
+            .collect();
+        let proposed: Vec<(Vec<u8>, Row)> = conflicts
+            .iter()
+            .map(|(pk, _, p)| (pk.clone(), p.clone()))
+            .collect();
         let ctx = SessionContext::new();
         for (name, rows) in [(t.name.as_str(), &existing), ("excluded", &proposed)] {
             let batch = rows_to_batch(t, rows, &schema)?;
@@ -312,12 +323,11 @@ impl QueryEngine {
             let AssignmentTarget::ColumnName(n) = &a.target else {
                 return Err(QueryError::Unsupported("tuple assignment in SET".into()));
             };
-            let col = n
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .map(super::ddl::norm)
-                .unwrap_or_default();
+            let col =
+                n.0.last()
+                    .and_then(|p| p.as_ident())
+                    .map(super::ddl::norm)
+                    .unwrap_or_default();
             let pos = visible.iter().position(|c| c.name == col).ok_or_else(|| {
                 QueryError::Rel(RelError::UndefinedColumn {
                     table: t.name.clone(),
@@ -343,7 +353,12 @@ impl QueryEngine {
             let pks = pk_values(b, 0)?;
             let mut cols = Vec::with_capacity(visible);
             for c in 0..visible {
-                cols.push(column_values(b, c + 1, t.columns[c].ty, &t.columns[c].name)?);
+                cols.push(column_values(
+                    b,
+                    c + 1,
+                    t.columns[c].ty,
+                    &t.columns[c].name,
+                )?);
             }
             for (i, pk) in pks.into_iter().enumerate() {
                 updates.push((pk, cols.iter().map(|c| c[i].clone()).collect()));
@@ -383,7 +398,9 @@ impl QueryEngine {
         up: &Update,
     ) -> Result<DmlResult, QueryError> {
         let TableFactor::Table { name, alias, .. } = &up.table.relation else {
-            return Err(QueryError::Unsupported("UPDATE of something other than a table".into()));
+            return Err(QueryError::Unsupported(
+                "UPDATE of something other than a table".into(),
+            ));
         };
         if !up.table.joins.is_empty() || up.limit.is_some() {
             return Err(QueryError::Unsupported("UPDATE with JOIN or LIMIT".into()));
@@ -428,10 +445,14 @@ impl QueryEngine {
             return Err(QueryError::Unsupported("DELETE from several tables".into()));
         };
         let TableFactor::Table { name, alias, .. } = &tw.relation else {
-            return Err(QueryError::Unsupported("DELETE from something other than a table".into()));
+            return Err(QueryError::Unsupported(
+                "DELETE from something other than a table".into(),
+            ));
         };
         if del.limit.is_some() || !del.order_by.is_empty() {
-            return Err(QueryError::Unsupported("DELETE with ORDER BY or LIMIT".into()));
+            return Err(QueryError::Unsupported(
+                "DELETE with ORDER BY or LIMIT".into(),
+            ));
         }
         let t = target(&binding, name, db)?;
         let alias_name = alias

@@ -125,9 +125,7 @@ fn choose_access(def: &TableDef, filters: &[Expr]) -> Access {
                 if def.column(name) == Some(c) {
                     let keys: Option<Vec<Vec<u8>>> = vals
                         .iter()
-                        .map(|v| {
-                            literal_value(v, def.columns[c].ty).map(|x| encode_key(&[&x]))
-                        })
+                        .map(|v| literal_value(v, def.columns[c].ty).map(|x| encode_key(&[&x])))
                         .collect();
                     if let Some(mut keys) = keys {
                         keys.sort();
@@ -200,13 +198,26 @@ impl TableProvider for RelTable {
                         .collect();
                     (
                         out,
-                        format!("primary key {} ({}) x{}", def.pk_name, names.join(", "), keys.len()),
+                        format!(
+                            "primary key {} ({}) x{}",
+                            def.pk_name,
+                            names.join(", "),
+                            keys.len()
+                        ),
                     )
                 }
                 Access::Index(i, prefix) => {
                     let ix = &def.indexes[*i];
                     let rows = txn.index_lookup(def, ix, prefix).map_err(ext)?;
-                    (rows, format!("index {} (first {} of {} columns)", ix.name, prefix.len(), ix.columns.len()))
+                    (
+                        rows,
+                        format!(
+                            "index {} (first {} of {} columns)",
+                            ix.name,
+                            prefix.len(),
+                            ix.columns.len()
+                        ),
+                    )
                 }
                 Access::Full => (
                     txn.range(def, Bound::Unbounded, Bound::Unbounded)
