@@ -245,12 +245,10 @@ impl QueryEngine {
                 }
                 return self.rel_ddl(&db, &stmt).await;
             }
-            Statement::Drop { object_type, .. }
-                if matches!(
-                    object_type,
-                    ObjectType::Table | ObjectType::Index | ObjectType::Sequence
-                ) =>
-            {
+            Statement::Drop {
+                object_type: ObjectType::Table | ObjectType::Index | ObjectType::Sequence,
+                ..
+            } => {
                 if s.txn.is_some() {
                     return Err(QueryError::DdlInTransaction);
                 }

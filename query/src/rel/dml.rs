@@ -90,7 +90,7 @@ async fn check_rows(t: &TableDef, rows: &[Row]) -> Result<(), QueryError> {
     for batch in over_rows(t, rows, &list.join(", ")).await? {
         for (i, c) in t.checks.iter().enumerate() {
             let vals = column_values(&batch, i, sluice_relstore::value::SqlType::Bool, &c.name)?;
-            if vals.iter().any(|v| *v == Value::Bool(false)) {
+            if vals.contains(&Value::Bool(false)) {
                 return Err(QueryError::Rel(RelError::CheckViolation {
                     table: t.name.clone(),
                     constraint: c.name.clone(),
@@ -108,7 +108,7 @@ impl QueryEngine {
         binding: &Arc<RelBinding>,
         t: &TableDef,
         col: usize,
-        cache: &mut Vec<Option<Value>>,
+        cache: &mut [Option<Value>],
     ) -> Result<Value, QueryError> {
         let c = &t.columns[col];
         if t.hidden_rowid && col == t.columns.len() - 1 {
