@@ -43,6 +43,14 @@ fn target(
         .ok_or(QueryError::Rel(RelError::UndefinedTable(table)))
 }
 
+/// How the statement names its target: its alias, or the table's name.
+fn alias_of(alias: &Option<datafusion::sql::sqlparser::ast::TableAlias>, t: &TableDef) -> String {
+    alias
+        .as_ref()
+        .map(|a| quote(&super::ddl::norm(&a.name)))
+        .unwrap_or_else(|| quote(&t.name))
+}
+
 fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
@@ -406,10 +414,7 @@ impl QueryEngine {
             return Err(QueryError::Unsupported("UPDATE with JOIN or LIMIT".into()));
         }
         let t = target(&binding, name, db)?;
-        let alias_name = alias
-            .as_ref()
-            .map(|a| quote(&super::ddl::norm(&a.name)))
-            .unwrap_or_else(|| quote(&t.name));
+        let alias_name = alias_of(alias, &t);
         let items = self.assigned_items(&t, &up.assignments, &alias_name)?;
         let mut sql = format!("SELECT {alias_name}.{PK_COLUMN}, {items} FROM {}", up.table);
         if let Some(from) = &up.from {
@@ -421,11 +426,7 @@ impl QueryEngine {
         if let Some(w) = &up.selection {
             sql.push_str(&format!(" WHERE {w}"));
         }
-        let dml = Arc::new(RelBinding {
-            handle: binding.handle.clone(),
-            txn: binding.txn.clone(),
-            dml_target: Some(t.id),
-        });
+        let dml = Arc::new(binding.targeting(t.id));
         let batches = self.collect_in(Some(db), dml.clone(), &sql).await?;
         let rows = self.apply_updates(&dml, &t, &batches).await?;
         Ok(DmlResult {
@@ -455,10 +456,7 @@ impl QueryEngine {
             ));
         }
         let t = target(&binding, name, db)?;
-        let alias_name = alias
-            .as_ref()
-            .map(|a| quote(&super::ddl::norm(&a.name)))
-            .unwrap_or_else(|| quote(&t.name));
+        let alias_name = alias_of(alias, &t);
         let mut sql = format!("SELECT DISTINCT {alias_name}.{PK_COLUMN} FROM {tw}");
         for u in del.using.iter().flatten() {
             sql.push_str(&format!(", {u}"));
@@ -466,11 +464,7 @@ impl QueryEngine {
         if let Some(w) = &del.selection {
             sql.push_str(&format!(" WHERE {w}"));
         }
-        let dml = Arc::new(RelBinding {
-            handle: binding.handle.clone(),
-            txn: binding.txn.clone(),
-            dml_target: Some(t.id),
-        });
+        let dml = Arc::new(binding.targeting(t.id));
         let batches = self.collect_in(Some(db), dml.clone(), &sql).await?;
         let cat = binding.catalog();
         let mut gone = Vec::new();

@@ -23,6 +23,15 @@ pub struct RelBinding {
 }
 
 impl RelBinding {
+    /// The same transaction, for a DML rewrite of table `table`.
+    pub fn targeting(&self, table: u64) -> RelBinding {
+        RelBinding {
+            handle: self.handle.clone(),
+            txn: self.txn.clone(),
+            dml_target: Some(table),
+        }
+    }
+
     pub fn catalog(&self) -> Arc<sluice_relstore::RelCatalog> {
         self.txn.lock().snap.catalog.clone()
     }
