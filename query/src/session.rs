@@ -189,11 +189,9 @@ impl QueryEngine {
     }
 
     async fn commit(&self, txn: Arc<Mutex<Txn>>) -> Result<(), QueryError> {
-        let txn = Arc::try_unwrap(txn)
-            .map_err(|_| {
-                QueryError::Rel(RelError::Conflict("the transaction is still in use".into()))
-            })?
-            .into_inner();
+        // A finished plan may still hold the binding; the transaction ends
+        // here whoever else has a reference to it.
+        let txn = txn.lock().take();
         self.rel()?.commit(txn).await?;
         Ok(())
     }

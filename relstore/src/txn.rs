@@ -59,6 +59,13 @@ impl Txn {
         }
     }
 
+    /// Moves the transaction out, leaving an empty read-only one on the
+    /// same snapshot (for a plan that still holds a reference to it).
+    pub fn take(&mut self) -> Txn {
+        let snap = self.snap.clone();
+        std::mem::replace(self, Txn::new(snap, true))
+    }
+
     pub fn has_writes(&self) -> bool {
         !self.writes.is_empty()
     }
