@@ -29,6 +29,8 @@ Settings (section.key = default):
   lp_tcp.enabled = true                line protocol over TCP
   lp_tcp.addr = \"127.0.0.1:8094\"
   lp_tcp.database = \"default\"          database for TCP lines
+  pg.enabled = true                    the PostgreSQL wire protocol
+  pg.addr = \"127.0.0.1:5432\"
   storage.flush_bytes = 33554432       flush a shard's buffer at this size
   storage.flush_interval_secs = 60     flush rows older than this
   storage.max_buffer_bytes = 268435456 per shard; above it writes get HTTP 503
@@ -79,6 +81,9 @@ pub struct ServeArgs {
     /// MQTT broker address [default: 127.0.0.1:1883].
     #[arg(long, value_name = "ADDR")]
     pub mqtt_addr: Option<SocketAddr>,
+    /// PostgreSQL wire protocol address [default: 127.0.0.1:5432].
+    #[arg(long, value_name = "ADDR")]
+    pub pg_addr: Option<SocketAddr>,
     /// Kafka bootstrap servers; starts the Kafka consumer (routes come from
     /// the config file's [[kafka.routes]]).
     #[arg(long, value_name = "HOST:PORT[,…]")]
@@ -94,6 +99,7 @@ pub struct Config {
     pub engine: EngineSection,
     pub http: HttpSection,
     pub lp_tcp: LpTcpSection,
+    pub pg: PgSection,
     pub storage: StorageSection,
     pub mqtt: MqttSection,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -240,6 +246,23 @@ pub struct LpTcpSection {
     pub database: String,
 }
 
+/// The PostgreSQL wire protocol front end (psql, pgbench, drivers).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PgSection {
+    pub enabled: bool,
+    pub addr: SocketAddr,
+}
+
+impl Default for PgSection {
+    fn default() -> Self {
+        PgSection {
+            enabled: true,
+            addr: SocketAddr::from(([127, 0, 0, 1], 5432)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSection {
@@ -297,8 +320,8 @@ impl Config {
         }
         // Only variables naming a known section are settings; other SLUICE_*
         // variables in the environment are not ours to reject.
-        const SECTIONS: [&str; 7] = [
-            "engine", "http", "lp_tcp", "storage", "mqtt", "kafka", "log",
+        const SECTIONS: [&str; 8] = [
+            "engine", "http", "lp_tcp", "pg", "storage", "mqtt", "kafka", "log",
         ];
         fig = fig.merge(Env::prefixed("SLUICE_").split("__").filter(|k| {
             let k = k.as_str().to_ascii_lowercase();
@@ -316,6 +339,9 @@ impl Config {
         }
         if let Some(a) = args.mqtt_addr {
             cfg.mqtt.addr = a;
+        }
+        if let Some(a) = args.pg_addr {
+            cfg.pg.addr = a;
         }
         if let Some(b) = &args.kafka_brokers {
             cfg.kafka.get_or_insert_with(Default::default).brokers = b.clone();

@@ -4,6 +4,7 @@ mod config;
 mod error;
 mod http;
 mod kafka;
+mod pg;
 
 use std::net::TcpListener;
 use std::process::ExitCode;
@@ -121,6 +122,18 @@ fn serve(cfg: Config) -> Result<(), String> {
             status: k.status.clone(),
         }));
     }
+    let query = Arc::new(query);
+    // Bound before startup reports ready, so a taken port fails startup.
+    let pg_listener = if cfg.pg.enabled {
+        let l = std::net::TcpListener::bind(cfg.pg.addr)
+            .map_err(|e| format!("cannot listen for PostgreSQL on {}: {e}", cfg.pg.addr))?;
+        l.set_nonblocking(true)
+            .map_err(|e| format!("PostgreSQL listener: {e}"))?;
+        Some(l)
+    } else {
+        None
+    };
+    let pg_query = query.clone();
     let state = Arc::new(http::AppState {
         engine: engine.handle(),
         kafka: kafka.as_ref().map(|k| k.status.clone()),
@@ -137,6 +150,11 @@ fn serve(cfg: Config) -> Result<(), String> {
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(http_listener)
             .map_err(|e| format!("HTTP listener: {e}"))?;
+        if let Some(l) = pg_listener {
+            let l = tokio::net::TcpListener::from_std(l)
+                .map_err(|e| format!("PostgreSQL listener: {e}"))?;
+            tokio::spawn(pg::serve(l, pg_query));
+        }
         let mqtt = if cfg.mqtt.enabled {
             let broker = sluice_ingest::mqtt::start(mqtt_config(&cfg), mqtt_engine)
                 .await
@@ -150,6 +168,7 @@ fn serve(cfg: Config) -> Result<(), String> {
             %mqtt,
             kafka = %cfg.kafka.as_ref().map_or("off".to_string(), |k| k.brokers.clone()),
             lp_tcp = %if cfg.lp_tcp.enabled { cfg.lp_tcp.addr.to_string() } else { "off".into() },
+            pg = %if cfg.pg.enabled { cfg.pg.addr.to_string() } else { "off".into() },
             data_dir = %cfg.engine.data_dir.display(),
             shards = cfg.engine.shards,
             "sluice is ready"

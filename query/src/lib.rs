@@ -9,7 +9,7 @@ pub mod metrics;
 pub mod output;
 mod rel;
 mod scan;
-mod session;
+pub mod session;
 mod stats;
 mod system;
 mod table;

@@ -85,11 +85,9 @@ impl Session {
     }
 }
 
-fn batches_stream(batches: Vec<RecordBatch>) -> Result<SendableRecordBatchStream, QueryError> {
-    let schema = batches
-        .first()
-        .map(|b| b.schema())
-        .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+fn batches_stream(
+    (schema, batches): crate::rel::dml::Returned,
+) -> Result<SendableRecordBatchStream, QueryError> {
     Ok(Box::pin(RecordBatchStreamAdapter::new(
         schema,
         futures::stream::iter(batches.into_iter().map(Ok)),
@@ -289,6 +287,34 @@ impl QueryEngine {
         Ok(Outcome::Rows(
             df.execute_stream().await.map_err(QueryError::Execution)?,
         ))
+    }
+
+    /// The columns `stmt` answers with, without running it (for the
+    /// extended protocol's Describe); None when it answers no rows.
+    pub async fn describe(
+        &self,
+        s: &Session,
+        stmt: &Statement,
+    ) -> Result<Option<arrow::datatypes::SchemaRef>, QueryError> {
+        match stmt {
+            Statement::Query(_) => {
+                let binding = match self.rel {
+                    Some(_) => Some(self.binding(s, true)?.0),
+                    None => None,
+                };
+                let ctx = self.context_with(s.db.as_deref(), binding);
+                let plan = ctx
+                    .state()
+                    .statement_to_plan(DFStatement::Statement(Box::new(stmt.clone())))
+                    .await
+                    .map_err(QueryError::Plan)?;
+                Ok(Some(Arc::new(plan.schema().as_arrow().clone())))
+            }
+            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
+                self.returning_schema(s, stmt).await
+            }
+            _ => Ok(None),
+        }
     }
 
     async fn rel_ddl(&self, db: &str, stmt: &Statement) -> Result<Outcome, QueryError> {

@@ -18,7 +18,7 @@ use crate::error::ApiError;
 pub struct AppState {
     pub engine: EngineHandle,
     pub kafka: Option<Arc<sluice_ingest::kafka::KafkaStatus>>,
-    pub query: QueryEngine,
+    pub query: std::sync::Arc<QueryEngine>,
     pub max_body_bytes: usize,
     pub auth_token: Option<String>,
 }

@@ -27,8 +27,11 @@ use crate::QueryEngine;
 /// What a DML statement did: how many rows, and RETURNING's rows.
 pub struct DmlResult {
     pub tag: String,
-    pub returning: Option<Vec<RecordBatch>>,
+    pub returning: Option<Returned>,
 }
+
+/// RETURNING's columns and rows.
+pub type Returned = (arrow::datatypes::SchemaRef, Vec<RecordBatch>);
 
 fn target(
     binding: &RelBinding,
@@ -56,11 +59,7 @@ fn quote(s: &str) -> String {
 }
 
 /// Evaluates `items` over `rows` of table `t` (for RETURNING and CHECK).
-async fn over_rows(
-    t: &TableDef,
-    rows: &[Row],
-    items: &str,
-) -> Result<Vec<RecordBatch>, QueryError> {
+async fn over_rows(t: &TableDef, rows: &[Row], items: &str) -> Result<Returned, QueryError> {
     let schema = table_schema(t, false);
     let keyed: Vec<(Vec<u8>, Row)> = rows.iter().map(|r| (Vec::new(), r.clone())).collect();
     let batch = rows_to_batch(t, &keyed, &schema)?;
@@ -72,14 +71,15 @@ async fn over_rows(
         .sql(&format!("SELECT {items} FROM {}", quote(&t.name)))
         .await
         .map_err(QueryError::Plan)?;
-    df.collect().await.map_err(QueryError::Execution)
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    Ok((schema, df.collect().await.map_err(QueryError::Execution)?))
 }
 
 async fn returning(
     t: &TableDef,
     rows: &[Row],
     items: &Option<Vec<SelectItem>>,
-) -> Result<Option<Vec<RecordBatch>>, QueryError> {
+) -> Result<Option<Returned>, QueryError> {
     let Some(items) = items else { return Ok(None) };
     let list: Vec<String> = items.iter().map(|i| i.to_string()).collect();
     Ok(Some(over_rows(t, rows, &list.join(", ")).await?))
@@ -95,7 +95,7 @@ async fn check_rows(t: &TableDef, rows: &[Row]) -> Result<(), QueryError> {
         .iter()
         .map(|c| format!("({}) IS NOT FALSE", c.expr))
         .collect();
-    for batch in over_rows(t, rows, &list.join(", ")).await? {
+    for batch in over_rows(t, rows, &list.join(", ")).await?.1 {
         for (i, c) in t.checks.iter().enumerate() {
             let vals = column_values(&batch, i, sluice_relstore::value::SqlType::Bool, &c.name)?;
             if vals.contains(&Value::Bool(false)) {
@@ -110,6 +110,45 @@ async fn check_rows(t: &TableDef, rows: &[Row]) -> Result<(), QueryError> {
 }
 
 impl QueryEngine {
+    /// The columns a DML statement's RETURNING answers with, or None.
+    pub(crate) async fn returning_schema(
+        &self,
+        s: &crate::session::Session,
+        stmt: &datafusion::sql::sqlparser::ast::Statement,
+    ) -> Result<Option<arrow::datatypes::SchemaRef>, QueryError> {
+        use datafusion::sql::sqlparser::ast::Statement as S;
+        let Some(rel) = &self.rel else {
+            return Ok(None);
+        };
+        let db = s.db.clone().unwrap_or_else(|| "public".to_string());
+        let (name, items) = match stmt {
+            S::Insert(i) => match &i.table {
+                TableObject::TableName(n) => (n.clone(), &i.returning),
+                _ => return Ok(None),
+            },
+            S::Update(u) => match &u.table.relation {
+                TableFactor::Table { name, .. } => (name.clone(), &u.returning),
+                _ => return Ok(None),
+            },
+            S::Delete(d) => {
+                let (FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f)) = &d.from;
+                match f.first().map(|t| &t.relation) {
+                    Some(TableFactor::Table { name, .. }) => (name.clone(), &d.returning),
+                    _ => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        };
+        if items.is_none() {
+            return Ok(None);
+        }
+        let (schema, table) = resolve(&name, &db)?;
+        let Some(t) = rel.catalog().table(&schema, &table).cloned() else {
+            return Ok(None);
+        };
+        Ok(returning(&t, &[], items).await?.map(|(schema, _)| schema))
+    }
+
     /// The value of a column's DEFAULT for one new row.
     async fn default_value(
         &self,

@@ -1,0 +1,296 @@
+//! The PostgreSQL wire protocol (pgwire), so psql, pgbench, psycopg, JDBC
+//! and Grafana's PostgreSQL data source reach both engines. Each
+//! connection is one `Session`: its transaction, and the database (SQL
+//! schema) named at startup. Statements are answered as PostgreSQL does:
+//! the first failing statement of a simple query ends it, and the
+//! transaction status byte follows BEGIN, COMMIT and ROLLBACK.
+
+mod encode;
+mod params;
+
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::sql::sqlparser::ast::Statement;
+use futures::Sink;
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    DescribePortalResponse, DescribeStatementResponse, QueryResponse, Response, Tag,
+};
+use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
+use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult, SEVERITY_ERROR};
+use pgwire::messages::PgWireBackendMessage;
+use sluice_query::{Outcome, QueryEngine, QueryError, Session};
+use tokio::sync::Mutex;
+
+/// One client connection's handlers and session.
+pub struct Connection {
+    query: Arc<QueryEngine>,
+    session: Mutex<Option<Session>>,
+    parser: Arc<NoopQueryParser>,
+}
+
+fn error_info(e: &QueryError) -> ErrorInfo {
+    ErrorInfo::new(
+        SEVERITY_ERROR.to_string(),
+        e.sqlstate().to_string(),
+        e.to_string(),
+    )
+}
+
+fn user_error(e: &QueryError) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(e)))
+}
+
+/// How a statement's answer changes the transaction status clients track.
+fn command_response(stmt_kind: Kind, tag: String) -> Response {
+    match stmt_kind {
+        Kind::Begin => Response::TransactionStart(Tag::new(&tag)),
+        Kind::End => Response::TransactionEnd(Tag::new(&tag)),
+        Kind::Other => Response::Execution(Tag::new(&tag)),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Begin,
+    End,
+    Other,
+}
+
+fn kind(stmt: &Statement) -> Kind {
+    match stmt {
+        Statement::StartTransaction { .. } => Kind::Begin,
+        Statement::Commit { .. }
+        | Statement::Rollback {
+            savepoint: None, ..
+        } => Kind::End,
+        _ => Kind::Other,
+    }
+}
+
+impl Connection {
+    async fn session<'a, C: ClientInfo>(
+        &'a self,
+        client: &C,
+    ) -> tokio::sync::MutexGuard<'a, Option<Session>> {
+        let mut guard = self.session.lock().await;
+        if guard.is_none() {
+            let db = client
+                .metadata()
+                .get("database")
+                .cloned()
+                .filter(|d| !d.is_empty());
+            *guard = Some(Session::new(db.as_deref()));
+        }
+        guard
+    }
+
+    /// Runs one parsed statement and turns its outcome into a response.
+    async fn respond(
+        &self,
+        session: &mut Session,
+        stmt: Statement,
+        format: &Format,
+    ) -> Result<Response, QueryError> {
+        let k = kind(&stmt);
+        match self.query.run_statement(session, stmt).await? {
+            Outcome::Command(tag) => Ok(command_response(k, tag)),
+            Outcome::Rows(stream) => {
+                let schema = stream.schema();
+                let batches: Vec<_> = futures::TryStreamExt::try_collect(stream)
+                    .await
+                    .map_err(QueryError::Execution)?;
+                let fields = Arc::new(encode::fields(&schema, format));
+                let rows = encode::rows(&batches, fields.clone())
+                    .map_err(|e| QueryError::InvalidValue(e.to_string()))?;
+                Ok(Response::Query(QueryResponse::new(
+                    fields,
+                    futures::stream::iter(rows.into_iter().map(Ok)),
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl NoopStartupHandler for Connection {}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let stmts = match sluice_query::session::parse(query) {
+            Ok(s) => s,
+            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
+        };
+        let mut guard = self.session(client).await;
+        let Some(session) = guard.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(stmts.len());
+        for stmt in stmts {
+            match self.respond(session, stmt, &Format::UnifiedText).await {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    // Like PostgreSQL, the first error ends the query string.
+                    out.push(Response::Error(Box::new(error_info(&e))));
+                    break;
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push(Response::EmptyQuery);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = String;
+    type QueryParser = NoopQueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let Some(stmt) = params::bind(portal).map_err(|e| user_error(&e))? else {
+            return Ok(Response::EmptyQuery);
+        };
+        let mut guard = self.session(client).await;
+        let Some(session) = guard.as_mut() else {
+            return Ok(Response::EmptyQuery);
+        };
+        self.respond(session, stmt, &portal.result_column_format)
+            .await
+            .map_err(|e| user_error(&e))
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        client: &mut C,
+        stmt: &StoredStatement<Self::Statement>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let (parsed, count) = params::with_nulls(&stmt.statement).map_err(|e| user_error(&e))?;
+        let types: Vec<Type> = (0..count)
+            .map(|i| {
+                stmt.parameter_types
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or(Type::TEXT)
+            })
+            .collect();
+        let fields = match parsed {
+            Some(p) => self.describe(client, &p, &Format::UnifiedText).await?,
+            None => Vec::new(),
+        };
+        Ok(DescribeStatementResponse::new(types, fields))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let fields = match params::bind(portal).map_err(|e| user_error(&e))? {
+            Some(stmt) => {
+                self.describe(client, &stmt, &portal.result_column_format)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        Ok(DescribePortalResponse::new(fields))
+    }
+}
+
+impl Connection {
+    async fn describe<C: ClientInfo>(
+        &self,
+        client: &C,
+        stmt: &Statement,
+        format: &Format,
+    ) -> PgWireResult<Vec<pgwire::api::results::FieldInfo>> {
+        let guard = self.session(client).await;
+        let Some(session) = guard.as_ref() else {
+            return Ok(Vec::new());
+        };
+        match self.query.describe(session, stmt).await {
+            Ok(Some(schema)) => Ok(encode::fields(&schema, format)),
+            Ok(None) => Ok(Vec::new()),
+            Err(e) => Err(user_error(&e)),
+        }
+    }
+}
+
+struct Handlers {
+    conn: Arc<Connection>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.conn.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.conn.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.conn.clone()
+    }
+}
+
+/// Serves the PostgreSQL protocol on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, query: Arc<QueryEngine>) {
+    let parser = Arc::new(NoopQueryParser::new());
+    loop {
+        let (socket, peer): (tokio::net::TcpStream, SocketAddr) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors or similar: wait rather than spin.
+                tracing::warn!(error = %e, "accepting a PostgreSQL connection");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let handlers = Handlers {
+            conn: Arc::new(Connection {
+                query: query.clone(),
+                session: Mutex::new(None),
+                parser: parser.clone(),
+            }),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                tracing::debug!(%peer, error = %e, "PostgreSQL connection ended");
+            }
+        });
+    }
+}
