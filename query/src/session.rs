@@ -194,6 +194,13 @@ impl QueryEngine {
         Ok(())
     }
 
+    fn is_relational(&self, db: &str, name: &datafusion::sql::sqlparser::ast::ObjectName) -> bool {
+        let (Some(rel), Ok((schema, table))) = (&self.rel, relddl::resolve(name, db)) else {
+            return false;
+        };
+        rel.catalog().table(&schema, &table).is_some()
+    }
+
     fn binding(&self, s: &Session, read_only: bool) -> Result<(Arc<RelBinding>, bool), QueryError> {
         let rel = self.rel()?;
         let (txn, own) = match &s.txn {
@@ -249,6 +256,24 @@ impl QueryEngine {
                     return Err(QueryError::DdlInTransaction);
                 }
                 return self.rel_ddl(&db, &stmt).await;
+            }
+            Statement::AlterTable(at) if self.is_relational(&db, &at.name) => {
+                if s.txn.is_some() {
+                    return Err(QueryError::DdlInTransaction);
+                }
+                let rel = self.rel()?;
+                let (schema, name) = relddl::resolve(&at.name, &db)?;
+                for op in &at.operations {
+                    let cat = rel.catalog();
+                    let t = cat
+                        .table(&schema, &name)
+                        .cloned()
+                        .ok_or_else(|| QueryError::Rel(RelError::UndefinedTable(name.clone())))?;
+                    if let Some(ddl) = self.alter_op(&db, rel, &t, op).await? {
+                        rel.ddl(ddl).await?;
+                    }
+                }
+                return Ok(Outcome::Command("ALTER TABLE".into()));
             }
             _ => {}
         }

@@ -44,9 +44,11 @@ pub enum DdlOp {
         column: usize,
     },
     /// Replaces the table's constraints (checks, foreign keys), validated
-    /// by the SQL layer against the data first.
+    /// by the SQL layer against the data as of entry `validated_at`; any
+    /// change to the table since rejects it (the validation may be stale).
     AlterConstraints {
         table: TableDef,
+        validated_at: u64,
     },
     /// Builds the index over existing rows; a duplicate fails it.
     CreateIndex {

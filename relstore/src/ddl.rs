@@ -148,8 +148,22 @@ fn check_inner(cat: &RelCatalog, txn: &WriteTransaction, op: &DdlOp) -> Result<(
             }
             Ok(())
         }
-        DdlOp::AlterConstraints { table: t } => {
+        DdlOp::AlterConstraints {
+            table: t,
+            validated_at,
+        } => {
             table(cat, t.id)?;
+            let changed = txn
+                .open_table(TVER)?
+                .get(t.id)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            if changed > *validated_at {
+                return Err(RelError::Conflict(format!(
+                    "table {} changed while its new constraint was being validated",
+                    t.name
+                )));
+            }
             check_foreign_keys(cat, t)
         }
         DdlOp::CreateIndex { table: id, index } => {
@@ -366,7 +380,7 @@ pub(crate) fn apply(
                 }
             })?;
         }
-        DdlOp::AlterConstraints { table: new } => {
+        DdlOp::AlterConstraints { table: new, .. } => {
             let mut t = load_table(txn, new.id)?;
             t.checks = new.checks;
             t.foreign_keys = new.foreign_keys;

@@ -149,6 +149,27 @@ impl QueryEngine {
         Ok(returning(&t, &[], items).await?.map(|(schema, _)| schema))
     }
 
+    /// The value of a constant expression (a DEFAULT) as type `ty`.
+    pub(crate) async fn constant(
+        &self,
+        expr: &str,
+        ty: sluice_relstore::value::SqlType,
+        column: &str,
+    ) -> Result<Value, QueryError> {
+        let ctx = SessionContext::new();
+        let batches = ctx
+            .sql(&format!("SELECT {expr}"))
+            .await
+            .map_err(QueryError::Plan)?
+            .collect()
+            .await
+            .map_err(QueryError::Execution)?;
+        match batches.first() {
+            Some(b) if b.num_rows() > 0 => Ok(column_values(b, 0, ty, column)?.remove(0)),
+            _ => Ok(Value::Null),
+        }
+    }
+
     /// The value of a column's DEFAULT for one new row.
     async fn default_value(
         &self,
@@ -182,18 +203,7 @@ impl QueryEngine {
         if let Some(v) = &cache[col] {
             return Ok(v.clone());
         }
-        let ctx = SessionContext::new();
-        let batches = ctx
-            .sql(&format!("SELECT {expr}"))
-            .await
-            .map_err(QueryError::Plan)?
-            .collect()
-            .await
-            .map_err(QueryError::Execution)?;
-        let v = match batches.first() {
-            Some(b) if b.num_rows() > 0 => column_values(b, 0, c.ty, &c.name)?.remove(0),
-            _ => Value::Null,
-        };
+        let v = self.constant(expr, c.ty, &c.name).await?;
         cache[col] = Some(v.clone());
         Ok(v)
     }

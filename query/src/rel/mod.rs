@@ -2,6 +2,7 @@
 //! statements that change it (DDL, INSERT, UPDATE, DELETE), and how a
 //! statement is bound to its transaction.
 
+pub mod alter;
 pub mod convert;
 pub mod ddl;
 pub mod dml;
