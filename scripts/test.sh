@@ -46,6 +46,13 @@ PY
 fi
 export TANSU_BIN
 
+# The PostgreSQL protocol tests run psycopg 3 scripts (tests/pg/). Debian's
+# own python3 refuses pip installs into it (externally managed) unless told.
+if ! python3 -c 'import psycopg' >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'psycopg[binary]' 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages 'psycopg[binary]'
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --locked -p sluice

@@ -257,6 +257,11 @@ impl QueryEngine {
                 }
                 return self.rel_ddl(&db, &stmt).await;
             }
+            // Prepared statements live in the protocol layer; drivers send
+            // DEALLOCATE on rollback, so it must answer.
+            Statement::Deallocate { .. } => {
+                return Ok(Outcome::Command("DEALLOCATE".into()));
+            }
             Statement::AlterTable(at) if self.is_relational(&db, &at.name) => {
                 if s.txn.is_some() {
                     return Err(QueryError::DdlInTransaction);

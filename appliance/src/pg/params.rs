@@ -80,6 +80,25 @@ fn literal(portal: &Portal<String>, i: usize) -> Result<Value, QueryError> {
                 .parameter::<f64>(i, &ty)
                 .map_err(bad)?
                 .map(|v| v.to_string()),
+            Type::TIMESTAMP | Type::TIMESTAMPTZ => {
+                // Microseconds since 2000-01-01 UTC, big-endian.
+                let micros = <[u8; 8]>::try_from(raw.as_ref())
+                    .map(i64::from_be_bytes)
+                    .map_err(|_| {
+                        QueryError::InvalidValue(format!("parameter ${}: bad timestamp", i + 1))
+                    })?;
+                const EPOCH_2000_MICROS: i64 = 946_684_800_000_000;
+                let t = micros.saturating_add(EPOCH_2000_MICROS);
+                let dt = chrono::DateTime::from_timestamp_micros(t).ok_or_else(|| {
+                    QueryError::InvalidValue(format!(
+                        "parameter ${}: timestamp out of range",
+                        i + 1
+                    ))
+                })?;
+                return Ok(Value::SingleQuotedString(
+                    dt.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+                ));
+            }
             Type::BOOL => {
                 return Ok(portal
                     .parameter::<bool>(i, &ty)
