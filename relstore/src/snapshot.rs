@@ -85,11 +85,17 @@ impl Snapshot {
 
     /// Every entry of `space` whose key starts with `prefix`.
     pub fn prefix(&self, space: u64, prefix: &[u8]) -> Result<Vec<Item>> {
-        let mut out = self.range(space, Bound::Included(prefix), Bound::Unbounded)?;
-        if let Some(end) = out.iter().position(|(k, ..)| !k.starts_with(prefix)) {
-            out.truncate(end);
+        // The first key after every key with this prefix: the prefix with
+        // its last byte below 0xFF incremented (none if all are 0xFF).
+        let mut end = prefix.to_vec();
+        while end.last() == Some(&0xFF) {
+            end.pop();
         }
-        Ok(out)
+        let Some(last) = end.last_mut() else {
+            return self.range(space, Bound::Included(prefix), Bound::Unbounded);
+        };
+        *last += 1;
+        self.range(space, Bound::Included(prefix), Bound::Excluded(&end))
     }
 
     /// The index of the last entry that changed `table`.
