@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
-use futures::future::{select, Either};
 use raft::prelude::Entry;
 
 use crate::batch::{self, TableBatch, WriteBatch};
@@ -220,17 +219,12 @@ pub(crate) async fn run(
     let mut last_tick = Instant::now();
     let mut shutdown = false;
     while !shutdown {
-        let first = {
-            let recv = parts.writes.recv_async();
-            let sleep = glommio::timer::sleep(TICK);
-            futures::pin_mut!(recv, sleep);
-            match select(recv, sleep).await {
-                Either::Left((Ok(m), _)) => Some(m),
-                Either::Left((Err(_), _)) => {
-                    shutdown = true;
-                    None
-                }
-                Either::Right(_) => None,
+        let first = match sluice_raftlog::next_or_tick(&parts.writes, TICK).await {
+            sluice_raftlog::Wake::Msg(m) => Some(m),
+            sluice_raftlog::Wake::Tick => None,
+            sluice_raftlog::Wake::Closed => {
+                shutdown = true;
+                None
             }
         };
         let mut group_bytes = 0usize;

@@ -294,16 +294,7 @@ impl QueryEngine {
                 return Err(QueryError::UnknownDatabase(d.to_string()));
             }
         }
-        let binding = match self.rel {
-            Some(_) => Some(self.binding(s, true)?.0),
-            None => None,
-        };
-        let ctx = self.context_with(s.db.as_deref(), binding);
-        let plan = ctx
-            .state()
-            .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
-            .await
-            .map_err(QueryError::Plan)?;
+        let (ctx, plan) = self.plan(s, stmt).await?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -319,6 +310,32 @@ impl QueryEngine {
         ))
     }
 
+    /// The logical plan of a read, bound to the session's transaction or a
+    /// snapshot of its own, and the context that made it.
+    async fn plan(
+        &self,
+        s: &Session,
+        stmt: Statement,
+    ) -> Result<
+        (
+            datafusion::prelude::SessionContext,
+            datafusion::logical_expr::LogicalPlan,
+        ),
+        QueryError,
+    > {
+        let binding = match self.rel {
+            Some(_) => Some(self.binding(s, true)?.0),
+            None => None,
+        };
+        let ctx = self.context_with(s.db.as_deref(), binding);
+        let plan = ctx
+            .state()
+            .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
+            .await
+            .map_err(QueryError::Plan)?;
+        Ok((ctx, plan))
+    }
+
     /// The columns `stmt` answers with, without running it (for the
     /// extended protocol's Describe); None when it answers no rows.
     pub async fn describe(
@@ -328,16 +345,7 @@ impl QueryEngine {
     ) -> Result<Option<arrow::datatypes::SchemaRef>, QueryError> {
         match stmt {
             Statement::Query(_) => {
-                let binding = match self.rel {
-                    Some(_) => Some(self.binding(s, true)?.0),
-                    None => None,
-                };
-                let ctx = self.context_with(s.db.as_deref(), binding);
-                let plan = ctx
-                    .state()
-                    .statement_to_plan(DFStatement::Statement(Box::new(stmt.clone())))
-                    .await
-                    .map_err(QueryError::Plan)?;
+                let (_, plan) = self.plan(s, stmt.clone()).await?;
                 Ok(Some(Arc::new(plan.schema().as_arrow().clone())))
             }
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {

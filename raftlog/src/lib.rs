@@ -8,10 +8,12 @@ mod fsutil;
 mod node;
 mod segments;
 mod slogbridge;
+mod wake;
 mod wal;
 
 pub use error::{LogError, Result};
 pub use fsutil::{probe_disk, sync_dir};
 pub use node::{NoPeers, RaftNode, Transport, LOCAL_ID};
 pub use raft::prelude::Entry;
+pub use wake::{next_or_tick, Wake};
 pub use wal::WalStats;

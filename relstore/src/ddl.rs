@@ -278,7 +278,7 @@ fn rewrite_rows(txn: &WriteTransaction, index: u64, id: u64, f: impl Fn(&mut Row
         f(&mut row);
         data.insert(
             (id, pk.as_slice()),
-            versioned(index, &encode_row(&row)).as_slice(),
+            versioned(index, &encode_row(&row)?).as_slice(),
         )?;
     }
     txn.open_table(TVER)?.insert(id, index)?;

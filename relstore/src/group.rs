@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use futures::channel::oneshot;
-use futures::future::{select, Either};
 use sluice_raftlog::{Entry, NoPeers, RaftNode};
 
 use crate::command::Applied;
@@ -144,17 +143,12 @@ pub(crate) async fn run(mut parts: GroupParts, ready: std::sync::mpsc::Sender<Re
     let mut compacted_to = state.durable().0;
     let mut shutdown = false;
     while !shutdown {
-        let first = {
-            let recv = parts.msgs.recv_async();
-            let sleep = glommio::timer::sleep(TICK);
-            futures::pin_mut!(recv, sleep);
-            match select(recv, sleep).await {
-                Either::Left((Ok(m), _)) => Some(m),
-                Either::Left((Err(_), _)) => {
-                    shutdown = true;
-                    None
-                }
-                Either::Right(_) => None,
+        let first = match sluice_raftlog::next_or_tick(&parts.msgs, TICK).await {
+            sluice_raftlog::Wake::Msg(m) => Some(m),
+            sluice_raftlog::Wake::Tick => None,
+            sluice_raftlog::Wake::Closed => {
+                shutdown = true;
+                None
             }
         };
         let mut next = first;

@@ -414,7 +414,7 @@ impl State {
                 Some(row) => {
                     data.insert(
                         (*t, pk.as_slice()),
-                        versioned(index, &encode_row(row)).as_slice(),
+                        versioned(index, &encode_row(row)?).as_slice(),
                     )?;
                 }
                 None => {

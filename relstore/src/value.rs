@@ -165,9 +165,8 @@ pub fn encode_key(values: &[&Value]) -> Vec<u8> {
 }
 
 /// Serialises a row for storage.
-pub fn encode_row(row: &[Value]) -> Vec<u8> {
-    // Serialising plain enums into a Vec cannot fail.
-    postcard::to_allocvec(row).unwrap_or_default()
+pub fn encode_row(row: &[Value]) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_allocvec(row)
 }
 
 pub fn decode_row(bytes: &[u8]) -> Result<Row, postcard::Error> {
@@ -210,7 +209,7 @@ mod tests {
             Value::Numeric(-12345),
             Value::Bytes(vec![0, 1, 255]),
         ];
-        assert_eq!(decode_row(&encode_row(&row)).unwrap(), row);
+        assert_eq!(decode_row(&encode_row(&row).unwrap()).unwrap(), row);
         assert!(decode_row(&[0xFF, 0xFF, 0xFF]).is_err());
         assert_eq!(format_numeric(550, 2), "5.50");
         assert_eq!(format_numeric(-5, 2), "-0.05");
