@@ -75,9 +75,18 @@ fn engine_status(e: &EngineError) -> StatusCode {
         | EngineError::TooManyColumns { .. } => StatusCode::BAD_REQUEST,
         EngineError::ShardUnavailable(_)
         | EngineError::NotLeader { .. }
-        | EngineError::Backpressure { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        | EngineError::Backpressure { .. }
+        | EngineError::CatalogStore(_) => StatusCode::SERVICE_UNAVAILABLE,
         EngineError::Config(_) => StatusCode::BAD_REQUEST,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        EngineError::Io { .. }
+        | EngineError::Runtime(_)
+        | EngineError::Raft(_)
+        | EngineError::Log(_)
+        | EngineError::CatalogCorrupt { .. }
+        | EngineError::Encode(_)
+        | EngineError::Decode { .. }
+        | EngineError::MemLock { .. }
+        | EngineError::ChunkCorrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `sluice` binary: configuration, startup and wiring of the crates.
 
+mod catalog_store;
 mod config;
 mod error;
 mod http;
@@ -91,6 +92,13 @@ fn serve(cfg: Config) -> Result<(), String> {
             database: cfg.lp_tcp.database.clone(),
         }));
     }
+    // The relational store holds the catalog, so it starts first and stops
+    // last.
+    let mut relstore = sluice_relstore::RelStore::start(&sluice_relstore::RelConfig {
+        dir: cfg.engine.data_dir.join("meta"),
+        io_memory: cfg.engine.io_memory,
+    })
+    .map_err(|e| format!("starting the relational store: {e}"))?;
     let mut engine = Engine::start(
         &EngineConfig {
             data_dir: cfg.engine.data_dir.clone(),
@@ -98,6 +106,9 @@ fn serve(cfg: Config) -> Result<(), String> {
             io_memory: cfg.engine.io_memory,
             pin_cores: cfg.engine.pin_cores,
             storage: cfg.storage.engine_config()?,
+            catalog: Some(Arc::new(catalog_store::RelCatalogStore::new(
+                relstore.handle(),
+            ))),
         },
         services,
     )
@@ -111,11 +122,6 @@ fn serve(cfg: Config) -> Result<(), String> {
         ),
         None => None,
     };
-    let mut relstore = sluice_relstore::RelStore::start(&sluice_relstore::RelConfig {
-        dir: cfg.engine.data_dir.join("meta"),
-        io_memory: cfg.engine.io_memory,
-    })
-    .map_err(|e| format!("starting the relational store: {e}"))?;
     let mut query = QueryEngine::new(engine.handle()).with_relstore(relstore.handle());
     if let Some(k) = &kafka {
         query = query.with_system_table(Arc::new(kafka::PartitionsTable {

@@ -402,7 +402,7 @@ mod tests {
     #[test]
     fn small_batches_merge_by_tier_and_keep_every_row_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = Arc::new(Catalog::open(dir.path()).unwrap());
+        let catalog = Arc::new(Catalog::open_dir(dir.path()).unwrap());
         let v = ColumnRequest {
             name: "v",
             kind: ColumnKind::Field(FieldType::Float),

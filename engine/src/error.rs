@@ -55,6 +55,10 @@ pub enum EngineError {
     Backpressure { shard: usize, buffered: usize },
     #[error("configuration: {0}")]
     Config(String),
+    /// The store that keeps the catalog (the relational store) did not take a
+    /// change; nothing was changed.
+    #[error("catalog store: {0}")]
+    CatalogStore(String),
 }
 
 impl EngineError {

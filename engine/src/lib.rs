@@ -16,8 +16,8 @@ pub mod store;
 pub use batch::{TableBatch, WriteBatch};
 pub use buffer::{adapt_batch, BufferedBatch};
 pub use catalog::{
-    Catalog, CatalogSnapshot, ColumnKind, ColumnRequest, FieldType, OptionsChange, TableOptions,
-    TableSchema,
+    Catalog, CatalogEntry, CatalogSnapshot, CatalogStore, ColumnKind, ColumnRequest, FieldType,
+    OptionsChange, TableOptions, TableSchema,
 };
 pub use error::{EngineError, Result};
 pub use jobs::{StorageConfig, TableSnapshot};

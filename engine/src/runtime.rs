@@ -9,7 +9,7 @@ use futures::channel::oneshot;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 
 use crate::batch::WriteBatch;
-use crate::catalog::Catalog;
+use crate::catalog::{self, Catalog, CatalogStore};
 use crate::error::{EngineError, Result};
 use crate::jobs::{StorageConfig, TableSnapshot};
 use crate::shard::{self, QueryMsg, ShardMsg, ShardParts, ShardStats};
@@ -28,6 +28,9 @@ pub struct EngineConfig {
     pub io_memory: usize,
     pub pin_cores: bool,
     pub storage: StorageConfig,
+    /// Where the catalog lives; absent: `catalog.log` in `data_dir`. A
+    /// `catalog.log` found beside a store given here is migrated into it.
+    pub catalog: Option<Arc<dyn CatalogStore>>,
 }
 
 /// What a per-core service (such as the TCP line-protocol listener) gets.
@@ -229,7 +232,14 @@ impl Engine {
             }
         }
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| EngineError::io(&cfg.data_dir, e))?;
-        let catalog = Arc::new(Catalog::open(&cfg.data_dir)?);
+        let store: Arc<dyn CatalogStore> = match &cfg.catalog {
+            Some(s) => {
+                catalog::migrate(&cfg.data_dir, &**s)?;
+                s.clone()
+            }
+            None => Arc::new(catalog::LogFile::open(&cfg.data_dir)?),
+        };
+        let catalog = Arc::new(Catalog::open(store)?);
         let mut handles = Vec::new();
         let mut parts = Vec::new();
         for id in 0..cfg.shards {

@@ -45,6 +45,7 @@ fn config(dir: &std::path::Path, shards: usize) -> EngineConfig {
         shards,
         io_memory: 1 << 20,
         pin_cores: false,
+        catalog: None,
         storage: Default::default(),
     }
 }

@@ -227,7 +227,7 @@ mod tests {
     #[test]
     fn objects_arrays_nesting_and_bad_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let cat = Catalog::open(dir.path()).unwrap();
+        let cat = Catalog::open_dir(dir.path()).unwrap();
         let payload = br#"[
             {"ts": 1700000000123, "line": 4, "temp": 21, "motor": {"rpm": 1500.5, "on": true}, "note": null},
             {"ts": "soon", "temp": 1},
@@ -258,7 +258,7 @@ mod tests {
     #[test]
     fn garbage_is_one_clear_rejection() {
         let dir = tempfile::tempdir().unwrap();
-        let cat = Catalog::open(dir.path()).unwrap();
+        let cat = Catalog::open_dir(dir.path()).unwrap();
         let p = prepare(&cat, 2, b"{\"a\": 1,,}", "plant", &mapping(), &[], 0).unwrap();
         assert_eq!(p.accepted, 0);
         assert_eq!(p.rejected_total, 1);

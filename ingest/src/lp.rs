@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn per_line_errors_carry_physical_line_numbers() {
         let dir = tempfile::tempdir().unwrap();
-        let cat = Catalog::open(dir.path()).unwrap();
+        let cat = Catalog::open_dir(dir.path()).unwrap();
         let mut body = b"m s=\"multi\nline\" 1\nm,t=a,t=b v=1 2\n".to_vec();
         body.extend_from_slice(
             b"m v=\xff\xfe 3\n# a comment\n\nm v=2 4\nm v=1 99999999999999999\n",
@@ -262,7 +262,7 @@ mod tests {
     /// The one table `body` (all of it accepted) makes on a single shard.
     fn one_table(body: &[u8], rows: usize) -> arrow::array::RecordBatch {
         let dir = tempfile::tempdir().unwrap();
-        let cat = Catalog::open(dir.path()).unwrap();
+        let cat = Catalog::open_dir(dir.path()).unwrap();
         let p = prepare(&cat, 1, body, &opts(Precision::Nanoseconds)).unwrap();
         assert_eq!(p.accepted, rows);
         p.writes[0].1.tables[0].batch.clone()

@@ -293,7 +293,7 @@ mod tests {
     #[test]
     fn database_from_a_capture_and_captures_as_tags() {
         let dir = tempfile::tempdir().unwrap();
-        let cat = Catalog::open(dir.path()).unwrap();
+        let cat = Catalog::open_dir(dir.path()).unwrap();
         let m = Route {
             filter: None,
             topic: None,

@@ -502,7 +502,9 @@ impl<'c> RowSink<'c> {
                 .collect();
             match self.catalog.ensure_columns(db, table, &reqs) {
                 Ok(()) => self.snap = self.catalog.snapshot(),
-                Err(e @ EngineError::Io { .. }) => return Err(e.into()),
+                Err(e @ (EngineError::Io { .. } | EngineError::CatalogStore(_))) => {
+                    return Err(e.into())
+                }
                 Err(e) => {
                     self.out.reject(line, e.to_string());
                     return Ok(None);

@@ -60,6 +60,7 @@ fn time_series_functions_over_the_engine() {
         shards: 2,
         io_memory: 1 << 20,
         pin_cores: false,
+        catalog: None,
         storage: Default::default(),
     };
     let engine = Engine::start(&cfg, vec![]).expect("engine");

@@ -103,6 +103,10 @@ pub enum Command {
         table: u64,
         count: u64,
     },
+    /// Writes (Some) or removes (None) entries of the `system` key space.
+    PutSystem {
+        entries: Vec<(String, Option<Vec<u8>>)>,
+    },
 }
 
 /// What applying an entry answered.

@@ -178,6 +178,30 @@ impl RelHandle {
             .map(|_| ())
     }
 
+    /// Writes entries of the `system` key space in one log entry: durable
+    /// and applied when this returns.
+    pub async fn put_system(&self, entries: Vec<(String, Option<Vec<u8>>)>) -> Result<()> {
+        self.propose(&Command::PutSystem { entries })
+            .await
+            .map(|_| ())
+    }
+
+    /// The `system` entries whose key starts with `prefix`, as applied so far.
+    pub fn system_entries(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        use redb::ReadableDatabase;
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(state::SYSTEM)?;
+        let mut out = Vec::new();
+        for item in t.range(prefix..)? {
+            let (k, v) = item?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Forgets cached values of a sequence (after ALTER or DROP).
     pub fn forget_sequence(&self, id: u64) {
         self.sequences.lock().remove(&id);

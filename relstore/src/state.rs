@@ -12,6 +12,8 @@
 //! - `table_versions`: the index of the last entry that changed each table,
 //!   checked for transactions that scanned it.
 //! - `sequences`: the last value handed out.
+//! - `system`: key → value entries that other parts of Sluice keep here
+//!   (the time-series catalog under `ts/`), opaque to the store.
 //!
 //! Each entry is applied in a redb write transaction of its own with
 //! `Durability::None`; every so often one is committed with `Immediate`, and
@@ -35,6 +37,7 @@ pub(crate) const DEFS: TableDefinition<&str, &[u8]> = TableDefinition::new("defs
 pub(crate) const DATA: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("data");
 pub(crate) const TVER: TableDefinition<u64, u64> = TableDefinition::new("table_versions");
 pub(crate) const SEQS: TableDefinition<u64, i64> = TableDefinition::new("sequences");
+pub(crate) const SYSTEM: TableDefinition<&str, &[u8]> = TableDefinition::new("system");
 
 /// Ids below this are never handed out (0 means "absent" in read sets).
 const FIRST_ID: u64 = 16;
@@ -166,6 +169,7 @@ impl State {
             txn.open_table(DATA)?;
             txn.open_table(TVER)?;
             txn.open_table(SEQS)?;
+            txn.open_table(SYSTEM)?;
         }
         let applied = (meta(&txn, "applied")?, meta(&txn, "applied_term")?);
         let schema_version = meta(&txn, "schema_version")?;
@@ -292,6 +296,16 @@ impl State {
                 let end = last.saturating_add(count.max(1) as i64);
                 seqs.insert(table, end)?;
                 Ok(Ok(Applied::Values(last + 1, end)))
+            }
+            Command::PutSystem { entries } => {
+                let mut t = txn.open_table(SYSTEM)?;
+                for (k, v) in &entries {
+                    match v {
+                        Some(v) => t.insert(k.as_str(), v.as_slice())?,
+                        None => t.remove(k.as_str())?,
+                    };
+                }
+                Ok(Ok(Applied::Done))
             }
         }
     }

@@ -82,6 +82,14 @@ impl TestServer {
         s
     }
 
+    /// A server on `tmp/data`, which the caller may have filled.
+    pub fn start_in(tmp: tempfile::TempDir, env: &[(&str, &str)]) -> TestServer {
+        let mut s = Self::build(tmp.path().join("data"), env);
+        s._tmp = Some(tmp);
+        s.spawn();
+        s
+    }
+
     fn build(data_dir: PathBuf, env: &[(&str, &str)]) -> TestServer {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let lp_tcp = SocketAddr::from(([127, 0, 0, 1], free_port()));

@@ -423,7 +423,7 @@ mod tests {
     #[test]
     fn a_large_batch_parsed_in_halves_stores_what_one_pass_stores() {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(dir.path()).unwrap();
+        let catalog = Catalog::open_dir(dir.path()).unwrap();
         let routes = RouteTable::matching_all(vec![Route {
             filter: None,
             topic: None,

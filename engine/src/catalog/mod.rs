@@ -2,14 +2,17 @@
 //!
 //! Readers (every write request, every query) take a lock-free snapshot via
 //! `ArcSwap`; the rare schema change (new database, table or column) takes a
-//! mutex, appends one record to `catalog.log`, fsyncs it and only then
+//! mutex, makes the change durable in the [`CatalogStore`] and only then
 //! publishes the new snapshot. So a column type is decided once, durably,
 //! before any point using it can be acknowledged, and every shard agrees on it.
+//! The appliance's store is the relational store; [`LogFile`] is the engine's
+//! own, and the file the appliance migrates from.
+
+mod logfile;
+
+pub use logfile::{migrate, LogFile, FILE_NAME as LEGACY_FILE_NAME};
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -171,85 +174,89 @@ impl CatalogSnapshot {
             .filter(|r| *r > 0)
     }
 
-    fn apply(&mut self, rec: &Record) {
-        match rec {
-            Record::CreateDatabase { db } => {
-                self.databases.entry(db.clone()).or_default();
+    /// Builds the snapshot that a store's entries describe, in any order.
+    pub fn from_entries(entries: &[CatalogEntry]) -> CatalogSnapshot {
+        let mut snap = CatalogSnapshot::default();
+        for e in entries {
+            snap.apply(e);
+        }
+        snap
+    }
+
+    fn apply(&mut self, entry: &CatalogEntry) {
+        let db = match entry {
+            CatalogEntry::Database { db, .. }
+            | CatalogEntry::Table { db, .. }
+            | CatalogEntry::Column { db, .. } => db,
+        };
+        let dbdef = Arc::make_mut(self.databases.entry(db.clone()).or_default());
+        let table = |dbdef: &DatabaseDef, t: &str| {
+            dbdef
+                .tables
+                .get(t)
+                .map(|t| (t.columns.clone(), t.options))
+                .unwrap_or_default()
+        };
+        match entry {
+            CatalogEntry::Database { retention_ns, .. } => dbdef.retention_ns = *retention_ns,
+            CatalogEntry::Table {
+                table: name,
+                options,
+                ..
+            } => {
+                let (cols, _) = table(dbdef, name);
+                dbdef.tables.insert(
+                    name.clone(),
+                    Arc::new(TableSchema::new(name.clone(), cols, *options)),
+                );
             }
-            Record::AddColumn {
-                db,
-                table,
+            CatalogEntry::Column {
+                table: name,
                 column,
                 kind,
+                ..
             } => {
-                let dbdef = Arc::make_mut(self.databases.entry(db.clone()).or_default());
-                let (mut cols, options) = dbdef
-                    .tables
-                    .get(table)
-                    .map(|t| (t.columns.clone(), t.options))
-                    .unwrap_or_default();
+                let (mut cols, options) = table(dbdef, name);
                 cols.insert(column.clone(), *kind);
                 dbdef.tables.insert(
-                    table.clone(),
-                    Arc::new(TableSchema::new(table.clone(), cols, options)),
+                    name.clone(),
+                    Arc::new(TableSchema::new(name.clone(), cols, options)),
                 );
-            }
-            Record::SetTableOptions {
-                db,
-                table,
-                dedup,
-                retention_ns,
-            } => {
-                let dbdef = Arc::make_mut(self.databases.entry(db.clone()).or_default());
-                let (cols, mut options) = dbdef
-                    .tables
-                    .get(table)
-                    .map(|t| (t.columns.clone(), t.options))
-                    .unwrap_or_default();
-                if let Some(d) = dedup {
-                    options.dedup = *d;
-                }
-                if let Some(r) = retention_ns {
-                    options.retention_ns = (*r > 0).then_some(*r);
-                }
-                dbdef.tables.insert(
-                    table.clone(),
-                    Arc::new(TableSchema::new(table.clone(), cols, options)),
-                );
-            }
-            Record::SetDatabaseOptions { db, retention_ns } => {
-                let dbdef = Arc::make_mut(self.databases.entry(db.clone()).or_default());
-                if let Some(r) = retention_ns {
-                    dbdef.retention_ns = (*r > 0).then_some(*r);
-                }
             }
         }
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-enum Record {
-    CreateDatabase {
+/// One piece of catalog state, as a store keeps it: writing an entry
+/// replaces the previous one with the same key (database; database and
+/// table; database, table and column), so entries apply in any order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "entry", rename_all = "snake_case")]
+pub enum CatalogEntry {
+    Database {
         db: String,
+        retention_ns: Option<i64>,
     },
-    AddColumn {
+    Table {
+        db: String,
+        table: String,
+        options: TableOptions,
+    },
+    Column {
         db: String,
         table: String,
         column: String,
         kind: ColumnKind,
     },
-    /// `retention_ns: Some(0)` clears the retention.
-    SetTableOptions {
-        db: String,
-        table: String,
-        dedup: Option<DedupPolicy>,
-        retention_ns: Option<i64>,
-    },
-    SetDatabaseOptions {
-        db: String,
-        retention_ns: Option<i64>,
-    },
+}
+
+/// Where the catalog is kept. `store` returns once the entries would
+/// survive a crash; it is called under the catalog's mutex, so entries
+/// arrive one change at a time.
+pub trait CatalogStore: Send + Sync + std::fmt::Debug {
+    /// Every entry stored so far.
+    fn load(&self) -> Result<Vec<CatalogEntry>>;
+    fn store(&self, entries: &[CatalogEntry]) -> Result<()>;
 }
 
 /// A change of storage settings; `None` leaves a setting as it is and a
@@ -269,8 +276,9 @@ pub struct ColumnRequest<'a> {
 
 pub struct Catalog {
     snapshot: ArcSwap<CatalogSnapshot>,
-    log: Mutex<File>,
-    path: PathBuf,
+    /// Held while a change is stored, so changes are decided one at a time
+    /// against the snapshot they replace.
+    store: Mutex<Arc<dyn CatalogStore>>,
 }
 
 /// The database Sluice writes its own tables to (`system.dead_letters`).
@@ -303,69 +311,18 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
 }
 
 impl Catalog {
-    /// Opens (or creates) the catalog in `dir`, replaying `catalog.log`. A torn
-    /// final record (crash mid-append) is cut off with a warning.
-    pub fn open(dir: &Path) -> Result<Self> {
-        let path = dir.join("catalog.log");
-        let mut snap = CatalogSnapshot::default();
-        if path.exists() {
-            let file = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
-            let mut reader = BufReader::new(file);
-            let mut good_len: u64 = 0;
-            let mut line = Vec::new();
-            let mut lineno = 0;
-            loop {
-                line.clear();
-                let n = reader
-                    .read_until(b'\n', &mut line)
-                    .map_err(|e| EngineError::io(&path, e))?;
-                if n == 0 {
-                    break;
-                }
-                lineno += 1;
-                let complete = line.last() == Some(&b'\n');
-                match serde_json::from_slice::<Record>(&line) {
-                    Ok(rec) if complete => {
-                        snap.apply(&rec);
-                        good_len += n as u64;
-                    }
-                    res => {
-                        // Only the last record may be torn; anything else is corruption.
-                        let mut rest = Vec::new();
-                        std::io::Read::read_to_end(&mut reader, &mut rest)
-                            .map_err(|e| EngineError::io(&path, e))?;
-                        if !rest.iter().all(|b| b.is_ascii_whitespace()) {
-                            return Err(EngineError::CatalogCorrupt {
-                                path,
-                                line: lineno,
-                                reason: match res {
-                                    Err(e) => e.to_string(),
-                                    Ok(_) => "record without newline".into(),
-                                },
-                            });
-                        }
-                        tracing::warn!(path = %path.display(), line = lineno, "torn catalog record at end of file; cut off");
-                        break;
-                    }
-                }
-            }
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| EngineError::io(&path, e))?;
-            f.set_len(good_len).map_err(|e| EngineError::io(&path, e))?;
-        }
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| EngineError::io(&path, e))?;
-        sluice_raftlog::sync_dir(dir)?;
+    /// Loads the catalog from `store`.
+    pub fn open(store: Arc<dyn CatalogStore>) -> Result<Self> {
+        let snap = CatalogSnapshot::from_entries(&store.load()?);
         Ok(Catalog {
             snapshot: ArcSwap::from_pointee(snap),
-            log: Mutex::new(log),
-            path,
+            store: Mutex::new(store),
         })
+    }
+
+    /// The engine's own catalog: `dir/catalog.log`.
+    pub fn open_dir(dir: &std::path::Path) -> Result<Self> {
+        Self::open(Arc::new(LogFile::open(dir)?))
     }
 
     pub fn snapshot(&self) -> Arc<CatalogSnapshot> {
@@ -381,30 +338,50 @@ impl Catalog {
         if self.database_exists(db) {
             return Ok(());
         }
-        let log = self.log.lock();
+        let store = self.store.lock();
         if self.database_exists(db) {
             return Ok(());
         }
-        self.commit(log, vec![Record::CreateDatabase { db: db.to_string() }])
+        self.commit(
+            &**store,
+            vec![CatalogEntry::Database {
+                db: db.to_string(),
+                retention_ns: None,
+            }],
+        )
     }
 
     /// Changes the settings of `db.table` (creating both if needed), or of the
     /// database alone when `table` is `None` (where only retention applies).
     pub fn set_options(&self, db: &str, table: Option<&str>, change: OptionsChange) -> Result<()> {
         validate_name("database", db)?;
-        let log = self.log.lock();
-        let mut records = Vec::new();
-        if !self.database_exists(db) {
-            records.push(Record::CreateDatabase { db: db.to_string() });
+        let store = self.store.lock();
+        let snap = self.snapshot.load_full();
+        let mut entries = Vec::new();
+        let have_db = snap.databases.get(db);
+        let db_retention = have_db.and_then(|d| d.retention_ns);
+        let merge = |old: Option<i64>, new: Option<i64>| match new {
+            Some(r) => (r > 0).then_some(r),
+            None => old,
+        };
+        if have_db.is_none() && table.is_some() {
+            entries.push(CatalogEntry::Database {
+                db: db.to_string(),
+                retention_ns: None,
+            });
         }
         match table {
             Some(t) => {
                 validate_name("table", t)?;
-                records.push(Record::SetTableOptions {
+                let mut options = snap.table(db, t).map(|t| t.options).unwrap_or_default();
+                if let Some(d) = change.dedup {
+                    options.dedup = d;
+                }
+                options.retention_ns = merge(options.retention_ns, change.retention_ns);
+                entries.push(CatalogEntry::Table {
                     db: db.to_string(),
                     table: t.to_string(),
-                    dedup: change.dedup,
-                    retention_ns: change.retention_ns,
+                    options,
                 });
             }
             None => {
@@ -413,13 +390,13 @@ impl Catalog {
                         "dedup is a table setting, not a database setting".into(),
                     ));
                 }
-                records.push(Record::SetDatabaseOptions {
+                entries.push(CatalogEntry::Database {
                     db: db.to_string(),
-                    retention_ns: change.retention_ns,
+                    retention_ns: merge(db_retention, change.retention_ns),
                 });
             }
         }
-        self.commit(log, records)
+        self.commit(&**store, entries)
     }
 
     /// Makes sure `db.table` has every requested column with the requested
@@ -431,7 +408,7 @@ impl Catalog {
         {
             return Ok(());
         }
-        let log = self.log.lock();
+        let store = self.store.lock();
         let snap = self.snapshot.load_full();
         let missing = self.check(&snap, db, table, cols)?;
         if missing.is_empty() {
@@ -456,9 +433,12 @@ impl Catalog {
                 limit: MAX_COLUMNS,
             });
         }
-        let mut records = Vec::new();
+        let mut entries = Vec::new();
         if !snap.databases.contains_key(db) {
-            records.push(Record::CreateDatabase { db: db.to_string() });
+            entries.push(CatalogEntry::Database {
+                db: db.to_string(),
+                retention_ns: None,
+            });
         }
         for c in missing {
             validate_name("column", c.name)?;
@@ -467,14 +447,14 @@ impl Catalog {
                     "`{TIME_COLUMN}` is reserved for the timestamp"
                 )));
             }
-            records.push(Record::AddColumn {
+            entries.push(CatalogEntry::Column {
                 db: db.to_string(),
                 table: table.to_string(),
                 column: c.name.to_string(),
                 kind: c.kind,
             });
         }
-        self.commit(log, records)
+        self.commit(&**store, entries)
     }
 
     fn check<'a>(
@@ -506,22 +486,11 @@ impl Catalog {
         Ok(missing)
     }
 
-    fn commit(
-        &self,
-        mut log: parking_lot::MutexGuard<'_, File>,
-        records: Vec<Record>,
-    ) -> Result<()> {
-        let mut buf = Vec::new();
-        for r in &records {
-            serde_json::to_writer(&mut buf, r).map_err(|e| EngineError::Encode(e.to_string()))?;
-            buf.push(b'\n');
-        }
-        log.write_all(&buf)
-            .and_then(|_| log.sync_data())
-            .map_err(|e| EngineError::io(&self.path, e))?;
+    fn commit(&self, store: &dyn CatalogStore, entries: Vec<CatalogEntry>) -> Result<()> {
+        store.store(&entries)?;
         let mut next = (*self.snapshot.load_full()).clone();
-        for r in &records {
-            next.apply(r);
+        for e in &entries {
+            next.apply(e);
         }
         self.snapshot.store(Arc::new(next));
         Ok(())
@@ -530,12 +499,15 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
     use super::*;
 
     #[test]
     fn conflicts_are_reported_and_catalog_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let cat = Catalog::open(dir.path()).unwrap();
+        let cat = Catalog::open_dir(dir.path()).unwrap();
         let f = ColumnKind::Field(FieldType::Float);
         cat.ensure_columns("db", "cpu", &[ColumnRequest { name: "v", kind: f }])
             .unwrap();
@@ -557,7 +529,7 @@ mod tests {
             .open(dir.path().join("catalog.log"))
             .unwrap();
         f2.write_all(b"{\"op\":\"create_dat").unwrap();
-        let cat = Catalog::open(dir.path()).unwrap();
+        let cat = Catalog::open_dir(dir.path()).unwrap();
         assert_eq!(
             cat.snapshot().table("db", "cpu").unwrap().column("v"),
             Some(f)
@@ -567,7 +539,7 @@ mod tests {
     #[test]
     fn a_table_stops_growing_at_the_column_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let cat = Catalog::open(dir.path()).unwrap();
+        let cat = Catalog::open_dir(dir.path()).unwrap();
         let f = ColumnKind::Field(FieldType::Float);
         let names: Vec<String> = (0..=MAX_COLUMNS).map(|i| format!("c{i}")).collect();
         let reqs: Vec<ColumnRequest<'_>> = names[..MAX_COLUMNS - 1]
