@@ -40,6 +40,7 @@ fn rel_status(e: &RelError) -> StatusCode {
         | RelError::DependentObjects(_)
         | RelError::ReadOnly(_)
         | RelError::Sequence { .. }
+        | RelError::CurrvalUndefined(_)
         | RelError::TooLarge { .. } => StatusCode::BAD_REQUEST,
         RelError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         RelError::Storage(_) | RelError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,

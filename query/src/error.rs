@@ -12,9 +12,9 @@ pub enum QueryError {
     Settings(String),
     #[error("syntax error: {0}")]
     Syntax(String),
-    #[error("{0}")]
+    #[error("{}", df_message(.0))]
     Plan(DataFusionError),
-    #[error("{0}")]
+    #[error("{}", df_message(.0))]
     Execution(DataFusionError),
     #[error("unknown format {0:?}: use json, jsonl, csv or arrow")]
     Format(String),
@@ -74,6 +74,15 @@ impl QueryError {
             QueryError::Rel(r) => r.sqlstate(),
             QueryError::Engine(_) => "58000",
         }
+    }
+}
+
+/// A relational store error that travelled through DataFusion reads as
+/// itself, without DataFusion's wrapping.
+fn df_message(e: &DataFusionError) -> String {
+    match rel_error(e) {
+        Some(r) => r.to_string(),
+        None => e.to_string(),
     }
 }
 

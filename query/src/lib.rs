@@ -82,6 +82,9 @@ impl QueryEngine {
             .with_query_planner(functions::query_planner())
             .build();
         let ctx = SessionContext::new_with_state(state);
+        if let Some(b) = &binding {
+            rel::seqfn::register(&ctx, &b.handle, db.unwrap_or("public"), &b.currvals);
+        }
         let catalog = match binding {
             Some(b) => Arc::new(self.catalog.with_binding(b)),
             None => self.catalog.clone(),
@@ -139,13 +142,27 @@ impl QueryEngine {
         binding: Arc<rel::RelBinding>,
         sql: &str,
     ) -> Result<Vec<arrow::array::RecordBatch>, QueryError> {
+        let mut stmt = match session::parse(sql)?.pop() {
+            Some(st) => st,
+            None => return Err(QueryError::Syntax("no statement".into())),
+        };
+        rel::view::expand(&mut stmt, &binding.catalog(), db.unwrap_or("public"))?;
         let ctx = self.context_with(db, Some(binding));
-        let opts = SQLOptions::new()
+        let plan = ctx
+            .state()
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                stmt,
+            )))
+            .await
+            .map_err(QueryError::Plan)?;
+        SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
-            .with_allow_statements(false);
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(QueryError::Plan)?;
         let df = ctx
-            .sql_with_options(sql, opts)
+            .execute_logical_plan(plan)
             .await
             .map_err(QueryError::Plan)?;
         df.collect().await.map_err(QueryError::Execution)

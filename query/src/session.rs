@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use sluice_relstore::{DdlOp, RelError, RelHandle, Txn};
 
 use crate::error::QueryError;
-use crate::rel::{ddl as relddl, RelBinding};
+use crate::rel::{ddl as relddl, view as relview, RelBinding};
 use crate::QueryEngine;
 
 /// What one statement answered.
@@ -60,6 +60,7 @@ pub struct Session {
     pub db: Option<String>,
     txn: Option<Arc<Mutex<Txn>>>,
     failed: bool,
+    currvals: crate::rel::seqfn::Currvals,
 }
 
 impl Session {
@@ -68,6 +69,7 @@ impl Session {
             db: db.map(str::to_string),
             txn: None,
             failed: false,
+            currvals: Default::default(),
         }
     }
 
@@ -112,7 +114,25 @@ impl QueryEngine {
         let n = stmts.len();
         let mut out = Vec::with_capacity(n);
         for (i, stmt) in stmts.into_iter().enumerate() {
-            match self.run_statement(s, stmt).await {
+            let res = match self.run_statement(s, stmt).await {
+                // A statement runs before the next one starts, so a read
+                // that is not the last is run to its end here (it may call
+                // nextval, and must not see later statements' writes).
+                Ok(Outcome::Rows(stream)) if i + 1 < n => {
+                    let schema = stream.schema();
+                    match futures::TryStreamExt::try_collect::<Vec<_>>(stream).await {
+                        Ok(b) => batches_stream((schema, b)).map(Outcome::Rows),
+                        Err(e) => {
+                            if s.txn.is_some() {
+                                s.failed = true;
+                            }
+                            Err(QueryError::Execution(e))
+                        }
+                    }
+                }
+                other => other,
+            };
+            match res {
                 Ok(o) => out.push(o),
                 Err(e) if n > 1 => {
                     return Err(QueryError::InStatement {
@@ -212,6 +232,7 @@ impl QueryEngine {
                 handle: rel.clone(),
                 txn,
                 dml_target: None,
+                currvals: s.currvals.clone(),
             }),
             own,
         ))
@@ -238,6 +259,13 @@ impl QueryEngine {
                     None => Outcome::Command(res.tag),
                 });
             }
+            Statement::CreateView(cv) => {
+                if s.txn.is_some() {
+                    return Err(QueryError::DdlInTransaction);
+                }
+                self.create_view(s, &db, cv).await?;
+                return Ok(Outcome::Command("CREATE VIEW".into()));
+            }
             Statement::CreateTable(_)
             | Statement::CreateIndex(_)
             | Statement::Truncate(_)
@@ -249,7 +277,8 @@ impl QueryEngine {
                 return self.rel_ddl(&db, &stmt).await;
             }
             Statement::Drop {
-                object_type: ObjectType::Table | ObjectType::Index | ObjectType::Sequence,
+                object_type:
+                    ObjectType::Table | ObjectType::Index | ObjectType::Sequence | ObjectType::View,
                 ..
             } => {
                 if s.txn.is_some() {
@@ -312,7 +341,7 @@ impl QueryEngine {
 
     /// The logical plan of a read, bound to the session's transaction or a
     /// snapshot of its own, and the context that made it.
-    async fn plan(
+    pub(crate) async fn plan(
         &self,
         s: &Session,
         stmt: Statement,
@@ -327,6 +356,10 @@ impl QueryEngine {
             Some(_) => Some(self.binding(s, true)?.0),
             None => None,
         };
+        let mut stmt = stmt;
+        if let Some(b) = &binding {
+            relview::expand(&mut stmt, &b.catalog(), s.db.as_deref().unwrap_or("public"))?;
+        }
         let ctx = self.context_with(s.db.as_deref(), binding);
         let plan = ctx
             .state()
@@ -422,6 +455,10 @@ impl QueryEngine {
                             .table(&schema, &name)
                             .map(|t| DdlOp::DropTable { id: t.id }),
                         ObjectType::Index => relddl::drop_index(&cat, &schema, &name),
+                        ObjectType::View => cat.view(&schema, &name).map(|_| DdlOp::DropView {
+                            schema: schema.clone(),
+                            name: name.clone(),
+                        }),
                         _ => cat.sequence(&schema, &name).map(|s| {
                             rel.forget_sequence(s.id);
                             DdlOp::DropSequence { id: s.id }

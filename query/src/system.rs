@@ -31,6 +31,9 @@ pub trait LiveTable: Send + Sync {
 pub struct SystemSchema {
     pub engine: EngineHandle,
     pub live: Arc<[Arc<dyn LiveTable>]>,
+    /// The relational schema of the statement's snapshot, when there is a
+    /// relational store.
+    pub rel: Option<Arc<sluice_relstore::RelCatalog>>,
 }
 
 impl fmt::Debug for SystemSchema {
@@ -46,6 +49,11 @@ impl SchemaProvider for SystemSchema {
             .iter()
             .map(|t| t.to_string())
             .chain(self.live.iter().map(|t| t.name().to_string()))
+            .chain(
+                self.rel
+                    .iter()
+                    .flat_map(|_| crate::rel::introspect::TABLES.map(str::to_string)),
+            )
             .collect()
     }
 
@@ -54,6 +62,14 @@ impl SchemaProvider for SystemSchema {
             let batch = t.batch()?;
             let mem = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
             return Ok(Some(Arc::new(mem)));
+        }
+        if let Some(cat) = &self.rel {
+            if let Some(batch) = crate::rel::introspect::batch(name, cat) {
+                let batch = batch?;
+                let mem =
+                    datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+                return Ok(Some(Arc::new(mem)));
+            }
         }
         let kind = match name {
             DEAD_LETTERS => return dead_letters(&self.engine).await.map(Some),
@@ -68,7 +84,9 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        TABLES.contains(&name) || self.live.iter().any(|t| t.name() == name)
+        TABLES.contains(&name)
+            || self.live.iter().any(|t| t.name() == name)
+            || (self.rel.is_some() && crate::rel::introspect::TABLES.contains(&name))
     }
 }
 

@@ -79,6 +79,7 @@ impl CatalogProvider for SluiceCatalog {
             return Some(Arc::new(crate::system::SystemSchema {
                 engine: self.engine.clone(),
                 live: self.live.clone(),
+                rel: self.rel.as_ref().map(|b| b.catalog()),
             }));
         }
         let relational = self

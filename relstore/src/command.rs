@@ -82,6 +82,14 @@ pub enum DdlOp {
         database: String,
         comment: Option<String>,
     },
+    /// `CREATE OR REPLACE VIEW`: a view of that name may exist, a table
+    /// may not. Its comment is kept.
+    ReplaceView(ViewDef),
+    /// The comment of an index or a sequence, by its id.
+    CommentObject {
+        id: u64,
+        comment: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use crate::command::{Applied, DdlOp};
 use crate::error::{RelError, Result};
-use crate::schema::{RelCatalog, TableDef};
+use crate::schema::{RelCatalog, TableDef, ViewDef};
 use crate::state::{describe_key, index_key, split_versioned, versioned, DATA, DEFS, SEQS, TVER};
 use crate::value::{decode_row, encode_row, Row};
 
@@ -207,6 +207,25 @@ fn check_inner(cat: &RelCatalog, txn: &WriteTransaction, op: &DdlOp) -> Result<(
             }
             Ok(())
         }
+        DdlOp::CommentObject { id, .. } => {
+            let known = cat.sequences.values().any(|s| s.id == *id)
+                || cat
+                    .tables
+                    .values()
+                    .any(|t| t.indexes.iter().any(|i| i.id == *id));
+            if !known {
+                return Err(RelError::UndefinedObject(format!(
+                    "index or sequence #{id}"
+                )));
+            }
+            Ok(())
+        }
+        DdlOp::ReplaceView(v) => {
+            if cat.table(&v.schema, &v.name).is_some() {
+                return Err(RelError::DuplicateTable(v.name.clone()));
+            }
+            Ok(())
+        }
         DdlOp::DropView { schema, name } => {
             if cat.view(schema, name).is_none() {
                 return Err(RelError::UndefinedTable(name.clone()));
@@ -326,6 +345,8 @@ pub(crate) fn apply(
             clear_space(txn, id)?;
             for ix in &t.indexes {
                 clear_space(txn, ix.id)?;
+                txn.open_table(DEFS)?
+                    .remove(format!("k/{}", ix.id).as_str())?;
             }
             txn.open_table(DEFS)?.remove(format!("t/{id}").as_str())?;
             txn.open_table(TVER)?.remove(id)?;
@@ -403,6 +424,7 @@ pub(crate) fn apply(
         } => {
             let mut t = load_table(txn, id)?;
             clear_space(txn, ix)?;
+            txn.open_table(DEFS)?.remove(format!("k/{ix}").as_str())?;
             t.indexes.retain(|i| i.id != ix);
             put_table(txn, &t)?;
         }
@@ -423,9 +445,26 @@ pub(crate) fn apply(
         }
         DdlOp::DropSequence { id } => {
             txn.open_table(DEFS)?.remove(format!("s/{id}").as_str())?;
+            txn.open_table(DEFS)?.remove(format!("k/{id}").as_str())?;
             txn.open_table(SEQS)?.remove(id)?;
         }
-        DdlOp::CreateView(v) => {
+        DdlOp::CommentObject { id, comment } => {
+            let mut defs = txn.open_table(DEFS)?;
+            let key = format!("k/{id}");
+            match comment {
+                Some(c) => {
+                    defs.insert(key.as_str(), postcard::to_allocvec(&c)?.as_slice())?;
+                }
+                None => {
+                    defs.remove(key.as_str())?;
+                }
+            }
+        }
+        DdlOp::CreateView(v) | DdlOp::ReplaceView(v) => {
+            let mut v = v;
+            if v.comment.is_none() {
+                v.comment = cat_view_comment(txn, &v.schema, &v.name)?;
+            }
             let bytes = postcard::to_allocvec(&v)?;
             txn.open_table(DEFS)?.insert(
                 format!("v/{}.{}", v.schema, v.name).as_str(),
@@ -557,4 +596,14 @@ pub(crate) fn seq_set(txn: &WriteTransaction, id: u64, value: i64) -> Result<Res
     }
     txn.open_table(SEQS)?.insert(id, value)?;
     Ok(Ok(Applied::Done))
+}
+
+/// The comment of a stored view, which replacing it keeps.
+fn cat_view_comment(txn: &WriteTransaction, schema: &str, name: &str) -> Result<Option<String>> {
+    let defs = txn.open_table(DEFS)?;
+    let Some(raw) = defs.get(format!("v/{schema}.{name}").as_str())? else {
+        return Ok(None);
+    };
+    let v: ViewDef = postcard::from_bytes(raw.value())?;
+    Ok(v.comment)
 }

@@ -44,6 +44,8 @@ pub enum RelError {
     ReadOnly(&'static str),
     #[error("sequence \"{name}\": {reason}")]
     Sequence { name: String, reason: String },
+    #[error("currval of sequence \"{0}\" is not yet defined in this session")]
+    CurrvalUndefined(String),
     #[error("a transaction entry of {size} bytes is over the limit of {limit}; split the work into smaller transactions")]
     TooLarge { size: usize, limit: usize },
     #[error("relational store storage: {0}")]
@@ -71,6 +73,7 @@ impl RelError {
             RelError::DependentObjects(_) => "2BP01",
             RelError::ReadOnly(_) => "25006",
             RelError::Sequence { .. } => "2200H",
+            RelError::CurrvalUndefined(_) => "55000",
             RelError::TooLarge { .. } => "54000",
             RelError::Storage(_) => "58030",
             RelError::Log(_) => "58030",

@@ -124,6 +124,8 @@ pub struct RelCatalog {
     pub sequences: BTreeMap<(String, String), Arc<SequenceDef>>,
     pub views: BTreeMap<(String, String), Arc<ViewDef>>,
     pub database_comments: BTreeMap<String, String>,
+    /// Comments of indexes and sequences, by id.
+    pub object_comments: BTreeMap<u64, String>,
 }
 
 impl RelCatalog {

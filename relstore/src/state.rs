@@ -4,7 +4,8 @@
 //! - `meta`: `applied` / `applied_term` (the last entry applied),
 //!   `schema_version`, `next_id` (table, index and sequence ids).
 //! - `defs`: `t/<id>` table, `s/<id>` sequence, `v/<schema>.<name>` view,
-//!   `c/<database>` database comment; postcard-encoded.
+//!   `c/<database>` database comment, `k/<id>` index or sequence comment;
+//!   postcard-encoded.
 //! - `data`: `(key space, key) → [version u64 LE][payload]`: rows under their
 //!   table's id keyed by primary key, index entries under the index's id
 //!   (payload: the row's primary key). The version is the index of the entry
@@ -88,6 +89,8 @@ pub(crate) fn load_catalog(
             let v: ViewDef = postcard::from_bytes(bytes)?;
             cat.views
                 .insert((v.schema.clone(), v.name.clone()), Arc::new(v));
+        } else if let Some(id) = key.strip_prefix("k/").and_then(|i| i.parse().ok()) {
+            cat.object_comments.insert(id, postcard::from_bytes(bytes)?);
         } else if let Some(db) = key.strip_prefix("c/") {
             cat.database_comments
                 .insert(db.to_string(), postcard::from_bytes(bytes)?);

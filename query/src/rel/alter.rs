@@ -55,6 +55,7 @@ impl QueryEngine {
             handle: rel.clone(),
             txn: Arc::new(parking_lot::Mutex::new(txn)),
             dml_target: None,
+            currvals: Default::default(),
         });
         let batches = self.collect_in(Some(db), binding, sql).await?;
         let n = batches

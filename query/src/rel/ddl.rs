@@ -134,9 +134,15 @@ pub fn create_table(
                     pk = Some((cname, vec![norm(&c.name)]));
                 }
                 ColumnOption::Unique(_) => uniques.push((cname, vec![norm(&c.name)])),
-                ColumnOption::Check(ch) => {
-                    checks.push((ch.name.as_ref().map(norm).or(cname), ch.expr.to_string()))
-                }
+                // PostgreSQL names a column's check after the column.
+                ColumnOption::Check(ch) => checks.push((
+                    ch.name
+                        .as_ref()
+                        .map(norm)
+                        .or(cname)
+                        .or_else(|| Some(format!("{name}_{}_check", norm(&c.name)))),
+                    ch.expr.to_string(),
+                )),
                 ColumnOption::ForeignKey(f) => fks.push(FkSpec {
                     name: f.name.as_ref().map(norm).or(cname),
                     columns: vec![norm(&c.name)],
@@ -407,7 +413,7 @@ pub fn sequence(
     Ok(s)
 }
 
-/// The op of `COMMENT ON TABLE | COLUMN | DATABASE … IS …`.
+/// The op of `COMMENT ON TABLE | COLUMN | INDEX | SEQUENCE | DATABASE … IS …`.
 pub fn comment(
     cat: &RelCatalog,
     db: &str,
@@ -449,6 +455,26 @@ pub fn comment(
                 column,
                 comment,
             })
+        }
+        C::Index => {
+            let (schema, n) = resolve(name, db)?;
+            match drop_index(cat, &schema, &n) {
+                Some(DdlOp::DropIndex { index, .. }) => {
+                    Ok(DdlOp::CommentObject { id: index, comment })
+                }
+                _ => Err(QueryError::Rel(sluice_relstore::RelError::UndefinedObject(
+                    format!("index {n}"),
+                ))),
+            }
+        }
+        C::Sequence => {
+            let (schema, n) = resolve(name, db)?;
+            let s = cat.sequence(&schema, &n).ok_or_else(|| {
+                QueryError::Rel(sluice_relstore::RelError::UndefinedTable(format!(
+                    "sequence {n}"
+                )))
+            })?;
+            Ok(DdlOp::CommentObject { id: s.id, comment })
         }
         C::Database | C::Schema => Ok(DdlOp::CommentDatabase {
             database: parts.last().cloned().unwrap_or_default(),

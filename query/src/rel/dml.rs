@@ -197,7 +197,9 @@ impl QueryEngine {
             let s = cat.sequence(&schema, &name).ok_or_else(|| {
                 QueryError::Rel(RelError::UndefinedTable(format!("sequence {name}")))
             })?;
-            return Ok(Value::Int(binding.handle.nextval(s.id).await?));
+            let v = binding.handle.nextval(s.id).await?;
+            binding.currvals.lock().insert(s.id, v);
+            return Ok(Value::Int(v));
         }
         // A constant (or now()): the same for every row of the statement.
         if let Some(v) = &cache[col] {

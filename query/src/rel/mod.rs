@@ -6,7 +6,10 @@ pub mod alter;
 pub mod convert;
 pub mod ddl;
 pub mod dml;
+pub mod introspect;
 pub mod provider;
+pub mod seqfn;
+pub mod view;
 
 use std::sync::Arc;
 
@@ -21,6 +24,8 @@ pub struct RelBinding {
     /// The table a DML rewrite targets; its scan carries the hidden primary
     /// key column.
     pub dml_target: Option<u64>,
+    /// The session's `currval` values.
+    pub currvals: seqfn::Currvals,
 }
 
 impl RelBinding {
@@ -30,6 +35,7 @@ impl RelBinding {
             handle: self.handle.clone(),
             txn: self.txn.clone(),
             dml_target: Some(table),
+            currvals: self.currvals.clone(),
         }
     }
 
