@@ -60,10 +60,9 @@ impl CatalogStore for RelCatalogStore {
             let v = serde_json::to_vec(e).map_err(|e| EngineError::Encode(e.to_string()))?;
             puts.push((key(e), Some(v)));
         }
-        // Callers are ingest and DDL paths on their own threads; a schema
-        // change is rare, and the point that needs it cannot be acknowledged
-        // before it is durable anyway.
-        futures::executor::block_on(self.handle.put_system(puts))
+        // Callers are synchronous ingest and DDL paths; a schema change is
+        // rare, and the points that need it wait for it anyway.
+        sluice_relstore::wait_blocking(self.handle.put_system(puts))
             .map_err(|e| EngineError::CatalogStore(e.to_string()))
     }
 }

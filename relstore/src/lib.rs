@@ -208,6 +208,27 @@ impl RelHandle {
     }
 }
 
+/// Waits for `f` from synchronous code: here when the thread is not already
+/// inside a `futures` executor, else on a thread of its own (nesting
+/// `block_on` is refused). The store's group runs on its own executor, so
+/// the wait cannot hold it up.
+pub fn wait_blocking<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    let free = futures::executor::enter().is_ok();
+    if free {
+        return futures::executor::block_on(f);
+    }
+    std::thread::scope(
+        |s| match s.spawn(|| futures::executor::block_on(f)).join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        },
+    )
+}
+
 pub struct RelStore {
     handle: RelHandle,
     join: Option<glommio::ExecutorJoinHandle<()>>,

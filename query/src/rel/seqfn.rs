@@ -87,7 +87,7 @@ impl SeqFn {
         let id = self.sequence(name)?;
         match self.kind {
             Kind::Next => {
-                let v = futures::executor::block_on(self.handle.nextval(id)).map_err(rel)?;
+                let v = sluice_relstore::wait_blocking(self.handle.nextval(id)).map_err(rel)?;
                 self.currvals.lock().insert(id, v);
                 Ok(v)
             }
@@ -109,7 +109,7 @@ impl SeqFn {
                     .find(|s| s.id == id)
                     .map_or(1, |s| s.increment);
                 let last = if is_called { v } else { v.saturating_sub(inc) };
-                futures::executor::block_on(self.handle.setval(id, last)).map_err(rel)?;
+                sluice_relstore::wait_blocking(self.handle.setval(id, last)).map_err(rel)?;
                 if is_called {
                     self.currvals.lock().insert(id, v);
                 }
