@@ -30,19 +30,51 @@ pub use table::CATALOG;
 
 pub struct QueryEngine {
     engine: EngineHandle,
+    /// Functions, rules and settings every statement starts from; building
+    /// them is most of what a fresh context costs, so it is done once.
+    base: datafusion::execution::SessionState,
     catalog: Arc<table::SluiceCatalog>,
     live: Vec<Arc<dyn LiveTable>>,
-    runtime: Arc<RuntimeEnv>,
     rel: Option<sluice_relstore::RelHandle>,
+}
+
+/// The state every statement's context is cloned from.
+fn base_state(
+    engine: &EngineHandle,
+    runtime: Arc<RuntimeEnv>,
+) -> datafusion::execution::SessionState {
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema(CATALOG, "public")
+        .with_create_default_catalog_and_schema(false)
+        .with_target_partitions(engine.shard_count().max(1));
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(stats::StatsAggregateRule))
+        .with_analyzer_rule(functions::analyzer_rule())
+        .with_query_planner(functions::query_planner())
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    functions::register(&ctx);
+    ctx.register_udtf(
+        "latest",
+        Arc::new(latest::LatestFunction {
+            engine: engine.clone(),
+        }),
+    );
+    ctx.state()
 }
 
 impl QueryEngine {
     pub fn new(engine: EngineHandle) -> Self {
+        let runtime = Arc::new(RuntimeEnv::default());
         QueryEngine {
             catalog: Arc::new(table::SluiceCatalog::new(engine.clone(), Vec::new())),
+            base: base_state(&engine, runtime),
             engine,
             live: Vec::new(),
-            runtime: Arc::new(RuntimeEnv::default()),
             rel: None,
         }
     }
@@ -68,19 +100,14 @@ impl QueryEngine {
         db: Option<&str>,
         binding: Option<Arc<rel::RelBinding>>,
     ) -> SessionContext {
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_default_catalog_and_schema(CATALOG, db.unwrap_or("public"))
-            .with_create_default_catalog_and_schema(false)
-            .with_target_partitions(self.engine.shard_count().max(1));
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(self.runtime.clone())
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(stats::StatsAggregateRule))
-            .with_analyzer_rule(functions::analyzer_rule())
-            .with_query_planner(functions::query_planner())
-            .build();
+        let mut state = self.base.clone();
+        state.config_mut().options_mut().catalog.default_schema =
+            db.unwrap_or("public").to_string();
+        // The catalog is bound to this statement's transaction, so each
+        // statement gets a list of its own.
+        state.register_catalog_list(Arc::new(
+            datafusion::catalog::MemoryCatalogProviderList::new(),
+        ));
         let ctx = SessionContext::new_with_state(state);
         if let Some(b) = &binding {
             rel::seqfn::register(&ctx, &b.handle, db.unwrap_or("public"), &b.currvals);
@@ -90,13 +117,6 @@ impl QueryEngine {
             None => self.catalog.clone(),
         };
         ctx.register_catalog(CATALOG, catalog);
-        functions::register(&ctx);
-        ctx.register_udtf(
-            "latest",
-            Arc::new(latest::LatestFunction {
-                engine: self.engine.clone(),
-            }),
-        );
         ctx
     }
 
