@@ -28,6 +28,7 @@ pub enum ApiError {
 fn rel_status(e: &RelError) -> StatusCode {
     match e {
         RelError::Conflict(_)
+        | RelError::Deadlock
         | RelError::UniqueViolation { .. }
         | RelError::NotNullViolation { .. }
         | RelError::CheckViolation { .. }

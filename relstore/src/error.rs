@@ -44,6 +44,10 @@ pub enum RelError {
     ReadOnly(&'static str),
     #[error("sequence \"{name}\": {reason}")]
     Sequence { name: String, reason: String },
+    #[error(
+        "deadlock detected: two transactions wait for rows the other holds; retry the transaction"
+    )]
+    Deadlock,
     #[error("currval of sequence \"{0}\" is not yet defined in this session")]
     CurrvalUndefined(String),
     #[error("a transaction entry of {size} bytes is over the limit of {limit}; split the work into smaller transactions")]
@@ -74,6 +78,7 @@ impl RelError {
             RelError::ReadOnly(_) => "25006",
             RelError::Sequence { .. } => "2200H",
             RelError::CurrvalUndefined(_) => "55000",
+            RelError::Deadlock => "40P01",
             RelError::TooLarge { .. } => "54000",
             RelError::Storage(_) => "58030",
             RelError::Log(_) => "58030",

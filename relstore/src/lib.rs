@@ -12,6 +12,7 @@ mod command;
 mod ddl;
 mod error;
 mod group;
+mod locks;
 pub mod schema;
 mod snapshot;
 mod state;
@@ -59,6 +60,8 @@ pub struct RelHandle {
     msgs: flume::Sender<Msg>,
     catalog: Arc<ArcSwap<RelCatalog>>,
     sequences: Arc<Mutex<HashMap<u64, Reserved>>>,
+    locks: Arc<locks::LockTable>,
+    next_txn: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RelHandle {
@@ -73,7 +76,42 @@ impl RelHandle {
     }
 
     pub fn begin(&self, read_only: bool) -> Result<Txn> {
-        Ok(Txn::new(self.snapshot()?, read_only))
+        let mut txn = Txn::new(self.snapshot()?, read_only);
+        let id = self
+            .next_txn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        txn.locks = locks::LockGuard::new(self.locks.clone(), id);
+        Ok(txn)
+    }
+
+    /// Locks rows of `table` that the current statement of `txn` is about
+    /// to update or delete, waiting for transactions that hold them. When
+    /// one of them has changed since `txn`'s snapshot (another transaction
+    /// committed it), the snapshot moves forward ([`Txn::refresh`]) and the
+    /// answer is true: the statement must run again to see the rows as they
+    /// are now, which the locks keep until `txn` ends.
+    pub async fn lock_rows(&self, txn: &Mutex<Txn>, table: u64, keys: &[Vec<u8>]) -> Result<bool> {
+        for k in keys {
+            self.locks.acquire(txn, (table, k.clone())).await?;
+        }
+        let latest = self.snapshot()?;
+        let mut t = txn.lock();
+        if latest.index == t.snap.index {
+            return Ok(false);
+        }
+        let mut changed = Vec::new();
+        for k in keys {
+            let then = t.snap.get(table, k)?.map(|v| v.0);
+            let now = latest.get(table, k)?.map(|v| v.0);
+            if then != now {
+                changed.push((table, k.clone()));
+            }
+        }
+        if changed.is_empty() {
+            return Ok(false);
+        }
+        t.refresh(latest, &changed)?;
+        Ok(true)
     }
 
     async fn propose(&self, cmd: &Command) -> Result<Applied> {
@@ -95,7 +133,10 @@ impl RelHandle {
     /// Commits `txn`: durable in the log and applied when this returns Ok; a
     /// conflict with a transaction that committed first is
     /// [`RelError::Conflict`] and changes nothing.
-    pub async fn commit(&self, txn: Txn) -> Result<()> {
+    pub async fn commit(&self, mut txn: Txn) -> Result<()> {
+        // Row locks are held until the commit is applied, so the next
+        // holder sees it.
+        let _locks = txn.locks.take();
         match txn.into_commit() {
             Some(c) => self.propose(&Command::Commit(c)).await.map(|_| ()),
             None => Ok(()),
@@ -273,6 +314,8 @@ impl RelStore {
                 msgs: tx,
                 catalog,
                 sequences: Arc::new(Mutex::new(HashMap::new())),
+                locks: Default::default(),
+                next_txn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             },
             join: Some(join),
         })

@@ -174,3 +174,66 @@ fn sequences_never_repeat_across_restarts() {
     assert_eq!(sorted.len(), seen.len());
     assert_eq!(&seen[..40], &(1..=40).collect::<Vec<_>>()[..]);
 }
+
+/// Two writers of one row: the second waits for the first's lock, then
+/// moves its snapshot forward and commits on top of the first, where
+/// without locks it would fail at commit.
+#[test]
+fn row_locks_queue_writers_and_detect_deadlocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = start(dir.path());
+    let h = store.handle();
+    block(h.ddl(DdlOp::CreateTable(accounts()))).unwrap();
+    let cat = h.catalog();
+    let t = cat.table("public", "accounts").unwrap().clone();
+    let mut tx = h.begin(false).unwrap();
+    tx.insert(&cat, &t, row(1, "ann", 100), OnConflict::Error)
+        .unwrap();
+    tx.insert(&cat, &t, row(2, "bob", 100), OnConflict::Error)
+        .unwrap();
+    block(h.commit(tx)).unwrap();
+
+    let a = Arc::new(Mutex::new(h.begin(false).unwrap()));
+    let b = Arc::new(Mutex::new(h.begin(false).unwrap()));
+    // `a` reads, locks and writes row 1.
+    a.lock().get(&t, &pk(1)).unwrap();
+    assert!(!block(h.lock_rows(&a, t.id, &[pk(1)])).unwrap());
+    a.lock()
+        .update(&cat, &t, &pk(1), row(1, "ann", 90))
+        .unwrap();
+    // `b` read row 1 in the same snapshot; its lock waits for `a`.
+    b.lock().begin_statement();
+    b.lock().get(&t, &pk(1)).unwrap();
+    let (h2, b2) = (h.clone(), b.clone());
+    let tid = t.id;
+    let waiter = std::thread::spawn(move || block(h2.lock_rows(&b2, tid, &[pk(1)])));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!waiter.is_finished(), "the second writer did not wait");
+    let a_txn = a.lock().take();
+    block(h.commit(a_txn)).unwrap();
+    // Woken, `b` refreshed: it must run its statement again and sees 90.
+    assert!(waiter.join().unwrap().unwrap());
+    let now = b.lock().get(&t, &pk(1)).unwrap().unwrap();
+    assert_eq!(now, row(1, "ann", 90));
+    b.lock()
+        .update(&cat, &t, &pk(1), row(1, "ann", 80))
+        .unwrap();
+    let b_txn = b.lock().take();
+    block(h.commit(b_txn)).unwrap();
+    let mut check = h.begin(true).unwrap();
+    assert_eq!(check.get(&t, &pk(1)).unwrap().unwrap(), row(1, "ann", 80));
+
+    // Opposite lock orders: the wait that closes the cycle fails at once.
+    let a = Arc::new(Mutex::new(h.begin(false).unwrap()));
+    let b = Arc::new(Mutex::new(h.begin(false).unwrap()));
+    block(h.lock_rows(&a, t.id, &[pk(1)])).unwrap();
+    block(h.lock_rows(&b, t.id, &[pk(2)])).unwrap();
+    let (h2, a2) = (h.clone(), a.clone());
+    let waiter = std::thread::spawn(move || block(h2.lock_rows(&a2, tid, &[pk(2)])));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let err = block(h.lock_rows(&b, t.id, &[pk(1)])).unwrap_err();
+    assert_eq!(err.sqlstate(), "40P01", "{err}");
+    // `b` gives up; `a` gets its lock.
+    drop(b.lock().take());
+    waiter.join().unwrap().unwrap();
+}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::command::TxnCommit;
 use crate::error::{RelError, Result};
+use crate::locks::LockGuard;
 use crate::schema::{FkAction, IndexDef, TableDef};
 use crate::snapshot::Snapshot;
 use crate::state::{describe_key, index_key, pk_key};
@@ -23,7 +24,10 @@ type Writes = BTreeMap<(u64, Vec<u8>), Option<Row>>;
 pub struct Txn {
     pub snap: Arc<Snapshot>,
     pub read_only: bool,
-    reads: BTreeMap<(u64, Vec<u8>), u64>,
+    /// Point reads: version seen, and the statement that first read it.
+    reads: BTreeMap<(u64, Vec<u8>), (u64, u32)>,
+    statement: u32,
+    pub(crate) locks: LockGuard,
     scans: BTreeSet<u64>,
     writes: Writes,
     savepoints: Vec<(String, Writes)>,
@@ -53,6 +57,8 @@ impl Txn {
             snap,
             read_only,
             reads: BTreeMap::new(),
+            statement: 0,
+            locks: LockGuard::default(),
             scans: BTreeSet::new(),
             writes: BTreeMap::new(),
             savepoints: Vec::new(),
@@ -64,6 +70,51 @@ impl Txn {
     pub fn take(&mut self) -> Txn {
         let snap = self.snap.clone();
         std::mem::replace(self, Txn::new(snap, true))
+    }
+
+    /// Marks the start of a statement (reads it makes can be taken back
+    /// by [`Txn::refresh`] when it is run again).
+    pub fn begin_statement(&mut self) {
+        self.statement += 1;
+    }
+
+    /// Moves the snapshot forward to `latest`, which must be possible
+    /// without changing anything this transaction saw: every point read
+    /// still has the version it had (except reads of `again`, made by the
+    /// current statement, which is about to run again), no scanned table
+    /// has changed, nor the schema. Otherwise a conflict, as the commit
+    /// would have been.
+    pub(crate) fn refresh(
+        &mut self,
+        latest: Arc<Snapshot>,
+        again: &[(u64, Vec<u8>)],
+    ) -> Result<()> {
+        let conflict = |what: &str| Err(RelError::Conflict(what.to_string()));
+        if latest.catalog.version != self.snap.catalog.version {
+            return conflict("the schema changed since the transaction began");
+        }
+        for k in again {
+            if self
+                .reads
+                .get(k)
+                .is_some_and(|(_, st)| *st == self.statement)
+            {
+                self.reads.remove(k);
+            }
+        }
+        for ((space, key), (seen, _)) in &self.reads {
+            let now = latest.get(*space, key)?.map_or(0, |v| v.0);
+            if now != *seen {
+                return conflict("a row it read was changed by another transaction");
+            }
+        }
+        for t in &self.scans {
+            if latest.table_version(*t)? > self.snap.index {
+                return conflict("a table it read was changed by another transaction");
+            }
+        }
+        self.snap = latest;
+        Ok(())
     }
 
     pub fn has_writes(&self) -> bool {
@@ -85,7 +136,7 @@ impl Txn {
         let found = self.snap.get(t.id, pk)?;
         self.reads
             .entry((t.id, pk.to_vec()))
-            .or_insert(found.as_ref().map(|f| f.0).unwrap_or(0));
+            .or_insert((found.as_ref().map(|f| f.0).unwrap_or(0), self.statement));
         match found {
             Some((_, payload)) => Ok(Some(decode_row(&payload)?)),
             None => Ok(None),
@@ -149,7 +200,7 @@ impl Txn {
             let found = self.snap.get(ix.id, &key)?;
             self.reads
                 .entry((ix.id, key.clone()))
-                .or_insert(found.as_ref().map(|f| f.0).unwrap_or(0));
+                .or_insert((found.as_ref().map(|f| f.0).unwrap_or(0), self.statement));
             found.into_iter().map(|(_, pk)| pk).collect::<Vec<_>>()
         } else {
             self.scans.insert(t.id);
@@ -217,7 +268,7 @@ impl Txn {
         let found = self.snap.get(ix.id, &key)?;
         self.reads
             .entry((ix.id, key))
-            .or_insert(found.as_ref().map(|f| f.0).unwrap_or(0));
+            .or_insert((found.as_ref().map(|f| f.0).unwrap_or(0), self.statement));
         if let Some((_, holder)) = found {
             if holder != pk {
                 // The holder may have changed or gone in this transaction.
@@ -516,7 +567,7 @@ impl Txn {
             reads: self
                 .reads
                 .into_iter()
-                .map(|((s, k), v)| (s, k, v))
+                .map(|((s, k), (v, _))| (s, k, v))
                 .collect(),
             scans: self.scans.into_iter().collect(),
             writes: self

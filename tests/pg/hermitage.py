@@ -3,27 +3,37 @@
 PostgreSQL's serializable level prevents) against Sluice's PostgreSQL port,
 with two or three psycopg connections interleaving their statements.
 
-Sluice's serializable isolation is optimistic: nothing blocks, reads see
-the snapshot taken at BEGIN plus the transaction's own writes, and a
-transaction whose reads were changed by one that committed first fails with
-SQLSTATE 40001, at a statement or at COMMIT. So where PostgreSQL would block
-a session, the script carries on; a case passes when its anomaly cannot be
-observed: every value read belongs to a consistent snapshot, the final
-table is that of some serial order of the committed transactions, and where
-both of two conflicting transactions would have to commit for the anomaly,
-the later one fails with 40001. The first transaction to commit in each
-case read nothing anyone else committed, so it must commit.
+Sluice's serializable isolation validates each commit against what the
+transaction read (optimistic), and UPDATE and DELETE lock the rows they
+change, as PostgreSQL does: a second writer of a row waits until the first
+ends, then goes on from the state it left if nothing else it read has
+changed, and otherwise fails with SQLSTATE 40001 (or 40P01 for a deadlock).
+So each session runs its statements on a thread of its own; a statement
+that has not answered after a moment is blocked, and the script goes on
+with the other sessions as Hermitage's scripts do. A case passes when its
+anomaly cannot be observed: every value read belongs to a consistent
+snapshot, the final table is that of some serial order of the committed
+transactions, and where both of two conflicting transactions would have to
+commit for the anomaly, the later one fails. The first transaction to
+commit in each case read nothing anyone else committed, so it must commit.
 
 Each case prints one line saying how the anomaly was prevented; any failure
 exits 1 naming the statement, what was expected and what came back.
 """
 
 import argparse
+import concurrent.futures
 import sys
 
 import psycopg
 
 INITIAL = {1: 10, 2: 20}
+# How long a statement may take before it counts as blocked, and how long a
+# blocked one may stay blocked once the session is needed again.
+BLOCKED_AFTER = 0.5
+STUCK_AFTER = 20
+# Serialization failure and deadlock: the transaction must be retried.
+RETRY = ("40001", "40P01")
 
 
 class CaseFailed(Exception):
@@ -45,54 +55,89 @@ class Tx:
 
     def __init__(self, case, name):
         self.case, self.name = case, name
-        self.conn = case.connect(autocommit=False)
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.conn = self.pool.submit(case.connect, autocommit=False).result()
         self.failed_at = None
+        self.blocked = []
+        self.pending = None
         # Hermitage opens every session with `begin;` before the first
         # statement of any; a statement that reads no table makes psycopg
         # send BEGIN now, so the snapshot is taken here as in the case.
-        self.conn.execute("SELECT 1")
+        self.pool.submit(self.conn.execute, "SELECT 1").result()
+
+    def _settle(self):
+        """Waits for a blocked statement before the session does more."""
+        if self.pending is None:
+            return
+        fut, sql = self.pending
+        self.pending = None
+        try:
+            fut.result(timeout=STUCK_AFTER)
+        except concurrent.futures.TimeoutError:
+            raise CaseFailed(f"{self.name}: {sql!r} is still blocked after {STUCK_AFTER} s")
+        except psycopg.Error as e:
+            self._failed(e, sql)
+
+    def _execute(self, sql):
+        cur = self.conn.execute(sql)
+        return dict(cur.fetchall()) if cur.description else {}
 
     def run(self, sql):
         """Runs `sql` on the case's table; returns the rows as {id: value},
-        or None if the transaction has failed with 40001 (now or before)."""
+        or None if the statement is blocked or the transaction has failed
+        (now or before)."""
+        self._settle()
         if self.failed_at:
             return None
         sql = sql.format(t=self.case.table)
+        fut = self.pool.submit(self._execute, sql)
         try:
-            cur = self.conn.execute(sql)
+            return fut.result(timeout=BLOCKED_AFTER)
+        except concurrent.futures.TimeoutError:
+            self.blocked.append(sql)
+            self.pending = (fut, sql)
+            return None
         except psycopg.Error as e:
             self._failed(e, sql)
             return None
-        return dict(cur.fetchall()) if cur.description else {}
 
     def commit(self):
         """COMMIT; returns whether the transaction committed."""
+        self._settle()
         if self.failed_at:
             return False
         try:
-            self.conn.commit()
+            self.pool.submit(self.conn.commit).result(timeout=STUCK_AFTER)
             return True
         except psycopg.Error as e:
             self._failed(e, "COMMIT")
             return False
 
     def rollback(self):
-        self.conn.rollback()
+        self._settle()
+        self.pool.submit(self.conn.rollback).result(timeout=STUCK_AFTER)
 
     def _failed(self, e, sql):
-        if e.sqlstate != "40001":
+        if e.sqlstate not in RETRY:
             raise CaseFailed(
                 f"{self.name}: {sql!r} failed with SQLSTATE {e.sqlstate} ({e}); "
-                "only serialization failures (40001) are expected"
+                "only serialization failures (40001, 40P01) are expected"
             )
-        self.failed_at = sql
-        self.conn.rollback()
+        self.failed_at = (sql, e.sqlstate)
+        self.pool.submit(self.conn.rollback).result(timeout=STUCK_AFTER)
+
+    def close(self):
+        self._settle()
+        self.pool.submit(self.conn.close).result(timeout=STUCK_AFTER)
+        self.pool.shutdown()
 
     def how(self):
         """How the transaction ended, for the report line."""
+        waited = f" after waiting at {self.blocked[0]!r}" if self.blocked else ""
         if self.failed_at:
-            return f"{self.name} got 40001 at {self.failed_at!r}"
-        return f"{self.name} committed"
+            sql, code = self.failed_at
+            return f"{self.name} got {code} at {sql!r}{waited}"
+        return f"{self.name} committed{waited}"
 
     def must_fail(self, why):
         """The anomaly needs this transaction to commit: it must have got
@@ -135,13 +180,13 @@ class Case:
 
     def close(self):
         for t in self.txs:
-            t.conn.close()
+            t.close()
 
 
 def first_commits(t):
     if not t.commit():
         raise CaseFailed(
-            f"{t.name} got 40001 at {t.failed_at!r}, but it commits first and read "
+            f"{t.name} failed at {t.failed_at!r}, but it commits first and read "
             "nothing another transaction had committed"
         )
 

@@ -43,6 +43,18 @@ fn numeric(ty: &Type) -> bool {
     .contains(ty)
 }
 
+/// `-12`, `3.5`: digits with an optional sign and one decimal point, and
+/// no leading zero that a text value would keep (`007`).
+fn plain_number(t: &str) -> bool {
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && (int == "0" || !int.starts_with('0'))
+        && !(digits.contains('.') && frac.is_empty())
+}
+
 /// The literal for parameter `i` of `portal`.
 fn literal(portal: &Portal<String>, i: usize) -> Result<Value, QueryError> {
     let ty = portal
@@ -138,8 +150,14 @@ fn literal(portal: &Portal<String>, i: usize) -> Result<Value, QueryError> {
         );
         return Ok(Value::Boolean(b));
     }
-    // Untyped (or textual) values are string literals: the planner casts
-    // them to the type of what they meet, as PostgreSQL infers unknowns.
+    // An untyped value that reads as a plain number (pgbench sends every
+    // parameter so) is a number literal: it meets numbers in arithmetic,
+    // and DataFusion compares a number with a text column as text. Anything
+    // else untyped, and every textual type, is a string literal that the
+    // planner casts to the type of what it meets.
+    if ty == Type::UNKNOWN && plain_number(&text) {
+        return Ok(Value::Number(text, false));
+    }
     Ok(Value::SingleQuotedString(text))
 }
 
@@ -194,4 +212,21 @@ pub fn with_nulls(sql: &str) -> Result<(Option<Statement>, usize), QueryError> {
     };
     let n = substitute(&mut stmt, |_| Ok(Value::Null))?;
     Ok((Some(stmt), n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_number;
+
+    #[test]
+    fn only_plain_numbers_lose_their_quotes() {
+        for t in ["0", "12", "-3", "4.25", "-0.5"] {
+            assert!(plain_number(t), "{t}");
+        }
+        for t in [
+            "", "-", "007", "1e5", "1.", ".5", "12a", " 1", "1,000", "+1",
+        ] {
+            assert!(!plain_number(t), "{t}");
+        }
+    }
 }

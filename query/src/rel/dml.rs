@@ -450,6 +450,34 @@ impl QueryEngine {
         Ok(rows)
     }
 
+    /// Runs the key-selecting query of an UPDATE or DELETE (primary keys in
+    /// its first column) and locks those rows. If a row had changed since
+    /// the snapshot (the transaction waited for its writer), the snapshot
+    /// has moved forward and the query runs again, until the rows it picks
+    /// are all locked as it read them.
+    async fn collect_locked(
+        &self,
+        db: &str,
+        dml: &Arc<RelBinding>,
+        table: u64,
+        sql: &str,
+    ) -> Result<Vec<RecordBatch>, QueryError> {
+        dml.txn.lock().begin_statement();
+        for _ in 0..8 {
+            let batches = self.collect_in(Some(db), dml.clone(), sql).await?;
+            let mut keys = Vec::new();
+            for b in &batches {
+                keys.extend(pk_values(b, 0)?);
+            }
+            if !dml.handle.lock_rows(&dml.txn, table, &keys).await? {
+                return Ok(batches);
+            }
+        }
+        Err(QueryError::Rel(RelError::Conflict(
+            "the rows to change kept changing under it".into(),
+        )))
+    }
+
     pub(crate) async fn update(
         &self,
         db: &str,
@@ -478,7 +506,7 @@ impl QueryEngine {
             sql.push_str(&format!(" WHERE {w}"));
         }
         let dml = Arc::new(binding.targeting(t.id));
-        let batches = self.collect_in(Some(db), dml.clone(), &sql).await?;
+        let batches = self.collect_locked(db, &dml, t.id, &sql).await?;
         let rows = self.apply_updates(&dml, &t, &batches).await?;
         Ok(DmlResult {
             tag: format!("UPDATE {}", rows.len()),
@@ -516,7 +544,7 @@ impl QueryEngine {
             sql.push_str(&format!(" WHERE {w}"));
         }
         let dml = Arc::new(binding.targeting(t.id));
-        let batches = self.collect_in(Some(db), dml.clone(), &sql).await?;
+        let batches = self.collect_locked(db, &dml, t.id, &sql).await?;
         let cat = binding.catalog();
         let mut gone = Vec::new();
         {
