@@ -58,6 +58,31 @@ pub struct TableSnapshot {
     pub batches: Vec<BufferedBatch>,
 }
 
+impl TableSnapshot {
+    /// What of this snapshot a read of `min..=max` needs: the same pruning
+    /// a shard applies when asked for that range.
+    pub fn within(&self, min: i64, max: i64) -> TableSnapshot {
+        TableSnapshot {
+            chunks: self
+                .chunks
+                .iter()
+                .filter(|c| chunk_in(c, min, max))
+                .cloned()
+                .collect(),
+            batches: self
+                .batches
+                .iter()
+                .filter(|b| b.max_time >= min && b.min_time <= max)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+fn chunk_in(c: &ChunkHandle, min: i64, max: i64) -> bool {
+    c.footer().max_time >= min && c.footer().min_time <= max
+}
+
 pub enum JobKind {
     Flush { index: u64 },
     Compact,
@@ -144,7 +169,7 @@ impl ShardState {
             .store
             .table_chunks(database, table)
             .into_iter()
-            .filter(|c| c.footer().max_time >= min && c.footer().min_time <= max)
+            .filter(|c| chunk_in(c, min, max))
             .collect();
         let key = (database.to_string(), table.to_string());
         let mut batches = Vec::new();

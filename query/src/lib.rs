@@ -112,10 +112,7 @@ impl QueryEngine {
         if let Some(b) = &binding {
             rel::seqfn::register(&ctx, &b.handle, db.unwrap_or("public"), &b.currvals);
         }
-        let catalog = match binding {
-            Some(b) => Arc::new(self.catalog.with_binding(b)),
-            None => self.catalog.clone(),
-        };
+        let catalog = Arc::new(self.catalog.for_statement(binding));
         ctx.register_catalog(CATALOG, catalog);
         ctx
     }

@@ -97,6 +97,7 @@ async fn dead_letters(engine: &EngineHandle) -> Result<Arc<dyn TableProvider>> {
         rel: None,
         engine: engine.clone(),
         database: sluice_engine::catalog::SYSTEM_DATABASE.to_string(),
+        captures: Default::default(),
     };
     if let Some(t) = stored.table(DEAD_LETTERS).await? {
         return Ok(t);

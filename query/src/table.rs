@@ -1,6 +1,7 @@
 //! DataFusion's view of Sluice: catalog `sluice`, one schema per database,
 //! one table per measurement, read from consistent per-shard snapshots.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProvide
 use datafusion::physical_plan::ExecutionPlan;
 use sluice_engine::catalog::TIME_COLUMN;
 use sluice_engine::chunk::DedupPolicy;
-use sluice_engine::EngineHandle;
+use sluice_engine::{EngineHandle, TableSnapshot};
 
 use crate::rel::provider::RelTable;
 use crate::rel::RelBinding;
@@ -21,11 +22,18 @@ use crate::scan::{plan_shard, ScanExec, TagFilter};
 
 pub const CATALOG: &str = "sluice";
 
+/// One capture of each time-series table a statement reads, made by its
+/// first scan of the table and shared by the rest, so that a self-join (or
+/// a table in a subquery and outside it) reads one state.
+pub(crate) type Captures =
+    Arc<parking_lot::Mutex<HashMap<(String, String), Arc<Vec<TableSnapshot>>>>>;
+
 pub struct SluiceCatalog {
     engine: EngineHandle,
     live: Arc<[Arc<dyn crate::system::LiveTable>]>,
     /// The statement's relational transaction, when it has one.
     rel: Option<Arc<RelBinding>>,
+    captures: Captures,
 }
 
 impl SluiceCatalog {
@@ -34,15 +42,18 @@ impl SluiceCatalog {
             engine,
             live: live.into(),
             rel: None,
+            captures: Captures::default(),
         }
     }
 
-    /// The same catalog, with relational tables read through `binding`.
-    pub(crate) fn with_binding(&self, binding: Arc<RelBinding>) -> Self {
+    /// The catalog one statement reads through: relational tables through
+    /// `binding`, time-series tables captured once.
+    pub(crate) fn for_statement(&self, binding: Option<Arc<RelBinding>>) -> Self {
         SluiceCatalog {
             engine: self.engine.clone(),
             live: self.live.clone(),
-            rel: Some(binding),
+            rel: binding,
+            captures: Captures::default(),
         }
     }
 }
@@ -93,6 +104,7 @@ impl CatalogProvider for SluiceCatalog {
             engine: self.engine.clone(),
             database: name.to_string(),
             rel: self.rel.clone(),
+            captures: self.captures.clone(),
         }))
     }
 }
@@ -101,6 +113,7 @@ pub(crate) struct SluiceSchema {
     pub(crate) engine: EngineHandle,
     pub(crate) database: String,
     pub(crate) rel: Option<Arc<RelBinding>>,
+    pub(crate) captures: Captures,
 }
 
 impl fmt::Debug for SluiceSchema {
@@ -142,6 +155,7 @@ impl SchemaProvider for SluiceSchema {
         Ok(snap.table(&self.database, name).map(|t| {
             Arc::new(SluiceTable {
                 engine: self.engine.clone(),
+                captures: self.captures.clone(),
                 database: self.database.clone(),
                 table: name.to_string(),
                 schema: t.arrow_schema(),
@@ -166,6 +180,7 @@ impl SchemaProvider for SluiceSchema {
 
 struct SluiceTable {
     engine: EngineHandle,
+    captures: Captures,
     database: String,
     table: String,
     schema: SchemaRef,
@@ -339,10 +354,11 @@ impl TableProvider for SluiceTable {
         let shards = if min > max || tags.iter().any(|(_, v)| v.is_empty()) {
             Vec::new()
         } else {
-            self.engine
-                .snapshot(&self.database, &self.table, min, max)
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?
+            self.capture()
+                .await?
+                .iter()
+                .map(|s| s.within(min, max))
+                .collect()
         };
         let partitions = shards
             .into_iter()
@@ -358,6 +374,29 @@ impl TableProvider for SluiceTable {
             max,
             if filters.is_empty() { limit } else { None },
         )))
+    }
+}
+
+impl SluiceTable {
+    /// The statement's capture of this table, made now if this is its
+    /// first scan.
+    async fn capture(&self) -> Result<Arc<Vec<TableSnapshot>>> {
+        let key = (self.database.clone(), self.table.clone());
+        if let Some(c) = self.captures.lock().get(&key) {
+            return Ok(c.clone());
+        }
+        let fresh = self
+            .engine
+            .snapshot(&self.database, &self.table, i64::MIN, i64::MAX)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        // Two scans planned at once keep whichever capture came first.
+        Ok(self
+            .captures
+            .lock()
+            .entry(key)
+            .or_insert_with(|| Arc::new(fresh))
+            .clone())
     }
 }
 

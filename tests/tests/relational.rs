@@ -11,6 +11,54 @@ use rand::Rng;
 use serde_json::Value;
 use sluice_tests::TestServer;
 
+/// A statement that reads a time-series table twice (a self-join, a
+/// subquery) reads one capture of it, even while writers add rows.
+#[test]
+fn a_statement_reads_one_state_of_a_time_series_table() {
+    let s = Arc::new(TestServer::start());
+    assert_eq!(s.write("plant", "meter,unit=0 kw=1 1\n").status(), 204);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (s, stop) = (s.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut t = 2i64;
+            while !stop.load(Ordering::Relaxed) {
+                let body: String = (0..50)
+                    .map(|i| format!("meter,unit={} kw={i} {t}\n", i % 7))
+                    .collect();
+                assert_eq!(s.write("plant", &body).status(), 204);
+                t += 1;
+            }
+            t
+        })
+    };
+    let mut differences = Vec::new();
+    let mut grew = 0;
+    let mut last = 0;
+    for _ in 0..60 {
+        let rows = s.rows(
+            "plant",
+            "SELECT a.n, b.n FROM (SELECT count(*) AS n FROM meter) a, \
+             (SELECT count(*) AS n FROM meter WHERE kw >= 0) b",
+        );
+        let (a, b) = (rows[0][0].as_i64().unwrap(), rows[0][1].as_i64().unwrap());
+        if a != b {
+            differences.push((a, b));
+        }
+        if a > last {
+            grew += 1;
+            last = a;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(grew > 5, "the writer did not move the table between reads");
+    assert!(
+        differences.is_empty(),
+        "one statement saw two states of the table: {differences:?}"
+    );
+}
+
 #[test]
 fn relational_and_time_series_tables_join_in_one_statement() {
     let s = TestServer::start();
