@@ -96,6 +96,26 @@ fn batches_stream(
     )))
 }
 
+/// What follows `words` (case-insensitive, separated by any whitespace) at
+/// the start of `sql`, without a trailing semicolon, when `sql` is one
+/// statement.
+fn strip_words<'a>(sql: &'a str, words: &[&str]) -> Option<&'a str> {
+    let mut rest = sql.trim_start();
+    for w in words {
+        let head = rest.get(..w.len())?;
+        if !head.eq_ignore_ascii_case(w) {
+            return None;
+        }
+        rest = &rest[w.len()..];
+        if !rest.starts_with(char::is_whitespace) {
+            return None;
+        }
+        rest = rest.trim_start();
+    }
+    let rest = rest.trim_end().trim_end_matches(';').trim_end();
+    (!rest.contains(';')).then_some(rest)
+}
+
 pub fn parse(sql: &str) -> Result<Vec<Statement>, QueryError> {
     Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| QueryError::Syntax(e.to_string()))
 }
@@ -110,6 +130,16 @@ impl QueryEngine {
     /// Runs every statement of `sql` in order; stops at the first error
     /// (the statements before it have taken effect).
     pub async fn run(&self, s: &mut Session, sql: &str) -> Result<Vec<Outcome>, QueryError> {
+        if let Some(rest) = strip_words(sql, &["ALTER", "SEQUENCE"]) {
+            if s.failed {
+                return Err(QueryError::TransactionAborted);
+            }
+            if s.txn.is_some() {
+                return Err(QueryError::DdlInTransaction);
+            }
+            let db = s.db.clone().unwrap_or_else(|| "public".to_string());
+            return Ok(vec![self.alter_sequence(&db, rest).await?]);
+        }
         let stmts = parse(sql)?;
         let n = stmts.len();
         let mut out = Vec::with_capacity(n);
@@ -204,6 +234,32 @@ impl QueryEngine {
             s.failed = true;
         }
         res
+    }
+
+    async fn alter_sequence(&self, db: &str, rest: &str) -> Result<Outcome, QueryError> {
+        let rel = self.rel()?;
+        let (if_exists, name, options, restart) = relddl::parse_alter_sequence(rest)?;
+        let (schema, n) = relddl::resolve(&name, db)?;
+        let Some(def) = rel.catalog().sequence(&schema, &n).cloned() else {
+            if if_exists {
+                return Ok(Outcome::Command("ALTER SEQUENCE".into()));
+            }
+            return Err(QueryError::Rel(RelError::UndefinedTable(format!(
+                "sequence {n}"
+            ))));
+        };
+        let new = relddl::altered_sequence((*def).clone(), &options)?;
+        // Without RESTART the sequence goes on from the last value handed
+        // out, not from the end of the block reserved for this process.
+        let handed = rel.forget_sequence(new.id);
+        let restart = match restart {
+            Some(v) => Some(v.unwrap_or(new.start)),
+            None => handed.map(|h| h.saturating_add(new.increment)),
+        };
+        let id = new.id;
+        rel.ddl(DdlOp::AlterSequence(new, restart)).await?;
+        rel.forget_sequence(id);
+        Ok(Outcome::Command("ALTER SEQUENCE".into()))
     }
 
     async fn commit(&self, txn: Arc<Mutex<Txn>>) -> Result<(), QueryError> {

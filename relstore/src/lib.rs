@@ -244,8 +244,13 @@ impl RelHandle {
     }
 
     /// Forgets cached values of a sequence (after ALTER or DROP).
-    pub fn forget_sequence(&self, id: u64) {
-        self.sequences.lock().remove(&id);
+    /// Returns the last value handed out from the forgotten block, if one
+    /// was cached (the store only knows where the block ends).
+    pub fn forget_sequence(&self, id: u64) -> Option<i64> {
+        self.sequences
+            .lock()
+            .remove(&id)
+            .map(|(next, _, step)| next - step)
     }
 }
 

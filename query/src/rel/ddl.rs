@@ -413,6 +413,109 @@ pub fn sequence(
     Ok(s)
 }
 
+/// `ALTER SEQUENCE [IF EXISTS] name option…`, which the SQL parser does
+/// not know: `rest` is what follows `ALTER SEQUENCE`. RESTART is taken out
+/// and the other options are read by the parser as CREATE SEQUENCE's (in
+/// its order: INCREMENT, MINVALUE, MAXVALUE, START, CACHE, CYCLE). Returns
+/// whether IF EXISTS was given, the name, the options and the RESTART
+/// value (`Some(None)`: restart at START).
+#[allow(clippy::type_complexity)]
+pub fn parse_alter_sequence(
+    rest: &str,
+) -> Result<
+    (
+        bool,
+        ObjectName,
+        Vec<datafusion::sql::sqlparser::ast::SequenceOptions>,
+        Option<Option<i64>>,
+    ),
+    QueryError,
+> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, rest)
+        .tokenize()
+        .map_err(|e| QueryError::Syntax(e.to_string()))?;
+    let words: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let is = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.value.eq_ignore_ascii_case(w));
+    let mut keep = Vec::new();
+    let mut restart = None;
+    let mut i = 0;
+    while i < words.len() {
+        if is(words[i], "RESTART") {
+            i += 1;
+            if i < words.len() && is(words[i], "WITH") {
+                i += 1;
+            }
+            let mut value = None;
+            if let Some(Token::Number(n, _)) = words.get(i) {
+                value = Some(n.parse::<i64>().map_err(|_| {
+                    QueryError::InvalidValue(format!("RESTART {n}: expected an integer"))
+                })?);
+                i += 1;
+            } else if matches!(words.get(i), Some(Token::Minus)) {
+                if let Some(Token::Number(n, _)) = words.get(i + 1) {
+                    value = Some(-n.parse::<i64>().map_err(|_| {
+                        QueryError::InvalidValue(format!("RESTART -{n}: expected an integer"))
+                    })?);
+                    i += 2;
+                }
+            }
+            restart = Some(value);
+            continue;
+        }
+        keep.push(words[i].to_string());
+        i += 1;
+    }
+    let mut text = keep.join(" ");
+    let if_exists = text.to_ascii_uppercase().starts_with("IF EXISTS ");
+    if if_exists {
+        text = text["IF EXISTS ".len()..].to_string();
+    }
+    let stmt = crate::session::parse(&format!("CREATE SEQUENCE {text}"))?.pop();
+    match stmt {
+        Some(datafusion::sql::sqlparser::ast::Statement::CreateSequence {
+            name,
+            sequence_options,
+            ..
+        }) => Ok((if_exists, name, sequence_options, restart)),
+        _ => Err(QueryError::Syntax(format!("ALTER SEQUENCE {rest}"))),
+    }
+}
+
+/// `def` changed by the options of an ALTER SEQUENCE.
+pub fn altered_sequence(
+    mut def: SequenceDef,
+    options: &[datafusion::sql::sqlparser::ast::SequenceOptions],
+) -> Result<SequenceDef, QueryError> {
+    use datafusion::sql::sqlparser::ast::SequenceOptions as O;
+    for o in options {
+        match o {
+            O::IncrementBy(e, _) => def.increment = int_option(e, "INCREMENT")?,
+            O::MinValue(Some(e)) => def.min = int_option(e, "MINVALUE")?,
+            O::MaxValue(Some(e)) => def.max = int_option(e, "MAXVALUE")?,
+            O::MinValue(None) => def.min = if def.increment > 0 { 1 } else { i64::MIN },
+            O::MaxValue(None) => def.max = if def.increment > 0 { i64::MAX } else { -1 },
+            O::StartWith(e, _) => def.start = int_option(e, "START")?,
+            O::Cycle(c) => def.cycle = *c,
+            O::Cache(_) => {}
+        }
+    }
+    if def.increment == 0 {
+        return Err(QueryError::Unsupported("INCREMENT must not be zero".into()));
+    }
+    if def.min > def.max || def.start < def.min || def.start > def.max {
+        return Err(QueryError::Unsupported(format!(
+            "sequence {}: START {} must lie within MINVALUE {} and MAXVALUE {}",
+            def.name, def.start, def.min, def.max
+        )));
+    }
+    Ok(def)
+}
+
 /// The op of `COMMENT ON TABLE | COLUMN | INDEX | SEQUENCE | DATABASE … IS …`.
 pub fn comment(
     cat: &RelCatalog,
