@@ -116,6 +116,44 @@ fn strip_words<'a>(sql: &'a str, words: &[&str]) -> Option<&'a str> {
     (!rest.contains(';')).then_some(rest)
 }
 
+/// What a statement did to the session's transaction block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockEffect {
+    Begin,
+    End,
+    None,
+}
+
+impl BlockEffect {
+    pub fn of(st: &Statement) -> BlockEffect {
+        match st {
+            Statement::StartTransaction { .. } => BlockEffect::Begin,
+            Statement::Commit { .. }
+            | Statement::Rollback {
+                savepoint: None, ..
+            } => BlockEffect::End,
+            _ => BlockEffect::None,
+        }
+    }
+}
+
+/// Statements that change the schema, which run outside transactions.
+fn is_schema_change(st: &Statement) -> bool {
+    matches!(
+        st,
+        Statement::CreateTable(_)
+            | Statement::CreateIndex(_)
+            | Statement::CreateView(_)
+            | Statement::CreateSequence { .. }
+            | Statement::CreateDatabase { .. }
+            | Statement::CreateSchema { .. }
+            | Statement::Truncate(_)
+            | Statement::Comment { .. }
+            | Statement::Drop { .. }
+            | Statement::AlterTable(_)
+    )
+}
+
 pub fn parse(sql: &str) -> Result<Vec<Statement>, QueryError> {
     Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| QueryError::Syntax(e.to_string()))
 }
@@ -127,9 +165,36 @@ impl QueryEngine {
             .ok_or(QueryError::Rel(RelError::Unavailable))
     }
 
-    /// Runs every statement of `sql` in order; stops at the first error
-    /// (the statements before it have taken effect).
+    /// Runs every statement of `sql` in order; stops at the first error.
+    /// Several statements outside a transaction block run in one implicit
+    /// transaction, as PostgreSQL runs a multi-statement query: a failure
+    /// keeps none of them. BEGIN makes it explicit, COMMIT or ROLLBACK ends
+    /// it, and a schema change (never transactional here) commits what came
+    /// before it and runs on its own.
     pub async fn run(&self, s: &mut Session, sql: &str) -> Result<Vec<Outcome>, QueryError> {
+        let (done, res) = self.run_each(s, sql).await;
+        res.map(|()| done.into_iter().map(|(_, o)| o).collect())
+    }
+
+    /// As [`QueryEngine::run`], but answers the outcome of every statement
+    /// that ran (with what it did to the transaction block) and then the
+    /// error that stopped the rest, as the PostgreSQL protocol reports them.
+    pub async fn run_each(
+        &self,
+        s: &mut Session,
+        sql: &str,
+    ) -> (Vec<(BlockEffect, Outcome)>, Result<(), QueryError>) {
+        let mut out = Vec::new();
+        let res = self.run_into(s, sql, &mut out).await;
+        (out, res)
+    }
+
+    async fn run_into(
+        &self,
+        s: &mut Session,
+        sql: &str,
+        out: &mut Vec<(BlockEffect, Outcome)>,
+    ) -> Result<(), QueryError> {
         if let Some(rest) = strip_words(sql, &["ALTER", "SEQUENCE"]) {
             if s.failed {
                 return Err(QueryError::TransactionAborted);
@@ -138,12 +203,38 @@ impl QueryEngine {
                 return Err(QueryError::DdlInTransaction);
             }
             let db = s.db.clone().unwrap_or_else(|| "public".to_string());
-            return Ok(vec![self.alter_sequence(&db, rest).await?]);
+            out.push((BlockEffect::None, self.alter_sequence(&db, rest).await?));
+            return Ok(());
         }
         let stmts = parse(sql)?;
         let n = stmts.len();
-        let mut out = Vec::with_capacity(n);
+        let wrap = n > 1 && s.txn.is_none() && self.rel.is_some();
+        let mut implicit = false;
         for (i, stmt) in stmts.into_iter().enumerate() {
+            let effect = BlockEffect::of(&stmt);
+            if wrap {
+                match &stmt {
+                    Statement::StartTransaction { .. }
+                    | Statement::Commit { .. }
+                    | Statement::Rollback { .. } => {
+                        // BEGIN carries the implicit transaction on as an
+                        // explicit one; COMMIT and ROLLBACK end either.
+                        implicit = false;
+                    }
+                    st if is_schema_change(st) => {
+                        if implicit {
+                            implicit = false;
+                            self.end_implicit(s).await?;
+                        }
+                    }
+                    _ if s.txn.is_none() => {
+                        s.txn = Some(Arc::new(Mutex::new(self.rel()?.begin(false)?)));
+                        s.failed = false;
+                        implicit = true;
+                    }
+                    _ => {}
+                }
+            }
             let res = match self.run_statement(s, stmt).await {
                 // A statement runs before the next one starts, so a read
                 // that is not the last is run to its end here (it may call
@@ -163,17 +254,35 @@ impl QueryEngine {
                 other => other,
             };
             match res {
-                Ok(o) => out.push(o),
-                Err(e) if n > 1 => {
-                    return Err(QueryError::InStatement {
-                        index: i + 1,
-                        source: Box::new(e),
-                    })
+                Ok(o) => out.push((effect, o)),
+                Err(e) => {
+                    if implicit {
+                        s.rollback();
+                    }
+                    return Err(if n > 1 {
+                        QueryError::InStatement {
+                            index: i + 1,
+                            source: Box::new(e),
+                        }
+                    } else {
+                        e
+                    });
                 }
-                Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        if implicit {
+            self.end_implicit(s).await?;
+        }
+        Ok(())
+    }
+
+    /// Commits the implicit transaction of a multi-statement query.
+    async fn end_implicit(&self, s: &mut Session) -> Result<(), QueryError> {
+        if let Some(txn) = s.txn.take() {
+            s.failed = false;
+            self.commit(txn).await?;
+        }
+        Ok(())
     }
 
     pub async fn run_statement(

@@ -203,7 +203,6 @@ fn psql_reads_time_series_written_over_http() {
 /// `-c "a; b"`) as one implicit transaction unless they hold their own
 /// BEGIN/COMMIT: when one fails, none of them is kept.
 #[test]
-#[ignore = "known gap: a multi-statement simple query is not yet one implicit transaction (statements before a failure are kept)"]
 fn psql_multi_statement_query_is_one_transaction() {
     let s = TestServer::start();
     psql_ok(&s, "app", "CREATE TABLE m (id integer PRIMARY KEY);");

@@ -26,6 +26,7 @@ use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
 use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult, SEVERITY_ERROR};
 use pgwire::messages::PgWireBackendMessage;
+use sluice_query::session::BlockEffect;
 use sluice_query::{Outcome, QueryEngine, QueryError, Session};
 use tokio::sync::Mutex;
 
@@ -49,29 +50,11 @@ fn user_error(e: &QueryError) -> PgWireError {
 }
 
 /// How a statement's answer changes the transaction status clients track.
-fn command_response(stmt_kind: Kind, tag: String) -> Response {
-    match stmt_kind {
-        Kind::Begin => Response::TransactionStart(Tag::new(&tag)),
-        Kind::End => Response::TransactionEnd(Tag::new(&tag)),
-        Kind::Other => Response::Execution(Tag::new(&tag)),
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Begin,
-    End,
-    Other,
-}
-
-fn kind(stmt: &Statement) -> Kind {
-    match stmt {
-        Statement::StartTransaction { .. } => Kind::Begin,
-        Statement::Commit { .. }
-        | Statement::Rollback {
-            savepoint: None, ..
-        } => Kind::End,
-        _ => Kind::Other,
+fn command_response(effect: BlockEffect, tag: String) -> Response {
+    match effect {
+        BlockEffect::Begin => Response::TransactionStart(Tag::new(&tag)),
+        BlockEffect::End => Response::TransactionEnd(Tag::new(&tag)),
+        BlockEffect::None => Response::Execution(Tag::new(&tag)),
     }
 }
 
@@ -99,9 +82,19 @@ impl Connection {
         stmt: Statement,
         format: &Format,
     ) -> Result<Response, QueryError> {
-        let k = kind(&stmt);
-        match self.query.run_statement(session, stmt).await? {
-            Outcome::Command(tag) => Ok(command_response(k, tag)),
+        let effect = BlockEffect::of(&stmt);
+        let outcome = self.query.run_statement(session, stmt).await?;
+        self.response(effect, outcome, format).await
+    }
+
+    async fn response(
+        &self,
+        effect: BlockEffect,
+        outcome: Outcome,
+        format: &Format,
+    ) -> Result<Response, QueryError> {
+        match outcome {
+            Outcome::Command(tag) => Ok(command_response(effect, tag)),
             Outcome::Rows(stream) => {
                 let schema = stream.schema();
                 let batches: Vec<_> = futures::TryStreamExt::try_collect(stream)
@@ -130,24 +123,24 @@ impl SimpleQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let stmts = match sluice_query::session::parse(query) {
-            Ok(s) => s,
-            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
-        };
         let mut guard = self.session(client).await;
         let Some(session) = guard.as_mut() else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::with_capacity(stmts.len());
-        for stmt in stmts {
-            match self.respond(session, stmt, &Format::UnifiedText).await {
+        let (done, res) = self.query.run_each(session, query).await;
+        let mut out = Vec::with_capacity(done.len() + 1);
+        for (effect, outcome) in done {
+            match self.response(effect, outcome, &Format::UnifiedText).await {
                 Ok(r) => out.push(r),
                 Err(e) => {
-                    // Like PostgreSQL, the first error ends the query string.
                     out.push(Response::Error(Box::new(error_info(&e))));
-                    break;
+                    return Ok(out);
                 }
             }
+        }
+        // Like PostgreSQL, the first error ends the query string.
+        if let Err(e) = res {
+            out.push(Response::Error(Box::new(error_info(&e))));
         }
         if out.is_empty() {
             out.push(Response::EmptyQuery);
