@@ -221,12 +221,11 @@ impl QueryEngine {
                         // explicit one; COMMIT and ROLLBACK end either.
                         implicit = false;
                     }
-                    st if is_schema_change(st) => {
-                        if implicit {
-                            implicit = false;
-                            self.end_implicit(s).await?;
-                        }
+                    st if is_schema_change(st) && implicit => {
+                        implicit = false;
+                        self.end_implicit(s).await?;
                     }
+                    st if is_schema_change(st) => {}
                     _ if s.txn.is_none() => {
                         s.txn = Some(Arc::new(Mutex::new(self.rel()?.begin(false)?)));
                         s.failed = false;
