@@ -240,7 +240,6 @@ fn psql_commits_survive_sigkill() {
 }
 
 #[test]
-#[ignore = "known gap: numeric and timestamp columns are sent as text when a client asks for binary rows"]
 fn psycopg_parameters_transactions_and_sqlstates() {
     let s = TestServer::start();
     write_boiler(&s, "app");

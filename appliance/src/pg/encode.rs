@@ -1,7 +1,8 @@
 //! Arrow results as PostgreSQL rows. Values go out in text format (what
 //! psql, pgbench and most drivers read), written the way PostgreSQL writes
 //! them; a column a client asks for in binary is sent in binary when its
-//! type has a binary form here (integers, floats, booleans, text, bytea).
+//! type has a binary form here (integers, floats, numeric, booleans, text,
+//! bytea, timestamps and dates).
 
 use std::sync::Arc;
 
@@ -38,9 +39,13 @@ fn binary_capable(t: &Type) -> bool {
         Type::INT8,
         Type::FLOAT4,
         Type::FLOAT8,
+        Type::NUMERIC,
         Type::BOOL,
         Type::TEXT,
         Type::BYTEA,
+        Type::TIMESTAMP,
+        Type::TIMESTAMPTZ,
+        Type::DATE,
     ]
     .contains(t)
 }
@@ -192,6 +197,27 @@ pub fn rows(batches: &[RecordBatch], fields: Arc<Vec<FieldInfo>>) -> PgWireResul
     Ok(out)
 }
 
+/// A timestamp value as microseconds since the Unix epoch (PostgreSQL's
+/// resolution; nanoseconds are cut, as PostgreSQL rounds on input).
+fn timestamp_micros(col: &ArrayRef, unit: &TimeUnit, i: usize) -> i64 {
+    use arrow::datatypes as t;
+    match unit {
+        TimeUnit::Nanosecond => col
+            .as_primitive::<t::TimestampNanosecondType>()
+            .value(i)
+            .div_euclid(1_000),
+        TimeUnit::Microsecond => col.as_primitive::<t::TimestampMicrosecondType>().value(i),
+        TimeUnit::Millisecond => col
+            .as_primitive::<t::TimestampMillisecondType>()
+            .value(i)
+            .saturating_mul(1_000),
+        TimeUnit::Second => col
+            .as_primitive::<t::TimestampSecondType>()
+            .value(i)
+            .saturating_mul(1_000_000),
+    }
+}
+
 fn encode_binary(enc: &mut DataRowEncoder, col: &ArrayRef, i: usize) -> PgWireResult<()> {
     use arrow::datatypes as t;
     match col.data_type() {
@@ -210,6 +236,44 @@ fn encode_binary(enc: &mut DataRowEncoder, col: &ArrayRef, i: usize) -> PgWireRe
         DataType::Float64 => enc.encode_field(&col.as_primitive::<t::Float64Type>().value(i)),
         DataType::Boolean => enc.encode_field(&col.as_boolean().value(i)),
         DataType::Binary => enc.encode_field(&col.as_binary::<i32>().value(i).to_vec()),
+        DataType::UInt64 => enc.encode_field(&rust_decimal::Decimal::from(
+            col.as_primitive::<t::UInt64Type>().value(i),
+        )),
+        DataType::Decimal128(_, scale) => {
+            let v = col.as_primitive::<t::Decimal128Type>().value(i);
+            let d = u32::try_from(*scale)
+                .ok()
+                .and_then(|s| rust_decimal::Decimal::try_from_i128_with_scale(v, s).ok())
+                .ok_or_else(|| {
+                    pgwire::error::PgWireError::ApiError(
+                        format!("numeric value {v} (scale {scale}) is too wide for binary format; ask for text")
+                            .into(),
+                    )
+                })?;
+            enc.encode_field(&d)
+        }
+        DataType::Timestamp(unit, tz) => {
+            let micros = timestamp_micros(col, unit, i);
+            let dt = chrono::DateTime::from_timestamp_micros(micros).ok_or_else(|| {
+                pgwire::error::PgWireError::ApiError(
+                    format!("timestamp {micros} µs is out of range").into(),
+                )
+            })?;
+            match tz {
+                Some(_) => enc.encode_field(&dt),
+                None => enc.encode_field(&dt.naive_utc()),
+            }
+        }
+        DataType::Date32 => {
+            let days = col.as_primitive::<t::Date32Type>().value(i);
+            let d = chrono::NaiveDate::from_num_days_from_ce_opt(days.saturating_add(719_163))
+                .ok_or_else(|| {
+                    pgwire::error::PgWireError::ApiError(
+                        format!("date {days} is out of range").into(),
+                    )
+                })?;
+            enc.encode_field(&d)
+        }
         _ => {
             let opts = FormatOptions::default();
             let f = ArrayFormatter::try_new(col.as_ref(), &opts)
