@@ -58,7 +58,15 @@ CREATE TABLE pgbench_history (tid int, bid int, aid int, delta int, mtime timest
 INSERT INTO pgbench_branches (bid, bbalance, filler) SELECT value, 0, '' FROM generate_series(1, $SCALE) AS g(value);
 INSERT INTO pgbench_tellers (tid, bid, tbalance, filler) SELECT value, (value - 1) / 10 + 1, 0, '' FROM generate_series(1, $((SCALE * 10))) AS g(value);
 INSERT INTO pgbench_accounts (aid, bid, abalance, filler) SELECT value, (value - 1) / 100000 + 1, 0, '' FROM generate_series(1, $((SCALE * 100000))) AS g(value);
+CREATE TABLE bench_tags (id int PRIMARY KEY, code int NOT NULL UNIQUE, v int);
+INSERT INTO bench_tags (id, code, v) SELECT value, value + 1000000, value % 97 FROM generate_series(1, $((SCALE * 100000))) AS g(value);
 "
+# Point selects through the secondary (unique) index on bench_tags.code.
+cat >"$WORK/index.sql" <<SQL
+\\set c random(1000001, $((1000000 + SCALE * 100000)))
+SELECT v FROM bench_tags WHERE code = :c;
+SQL
+chmod 644 "$WORK/index.sql"
 psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c "CREATE DATABASE bench" >/dev/null
 for port_user in "$PG_PORT postgres" "$SL_PORT sluice"; do
   set -- $port_user
@@ -84,8 +92,16 @@ run() { # port user clients extra-args...
 
 printf '%-12s %7s | %10s %8s %7s %7s | %10s %8s %7s %7s | %6s\n' workload clients \
   pg_tps pg_p99ms pg_fail pg_retry sl_tps sl_p99ms sl_fail sl_retry ratio
-for mode in tpcb select; do
-  extra=(); [ "$mode" = select ] && extra=(-S)
+# tpcb: TPC-B-like, simple protocol; tpcb-ext: the same over the extended
+# protocol (parameters bound per statement); select: point selects by
+# primary key; index: point selects by a secondary unique index.
+for mode in tpcb tpcb-ext select index; do
+  case $mode in
+    tpcb) extra=() ;;
+    tpcb-ext) extra=(-M extended) ;;
+    select) extra=(-S) ;;
+    index) extra=(-f "$WORK/index.sql") ;;
+  esac
   for c in $CLIENTS; do
     read -r ptps pp99 pf pr < <(run "$PG_PORT" postgres "$c" "${extra[@]}")
     read -r stps sp99 sf sr < <(run "$SL_PORT" sluice "$c" "${extra[@]}")

@@ -552,6 +552,26 @@ impl QueryEngine {
         }
     }
 
+    /// A relational table or view may not take a time-series table's name.
+    pub(crate) fn refuse_time_series_name(
+        &self,
+        schema: &str,
+        name: &str,
+    ) -> Result<(), QueryError> {
+        if self
+            .engine
+            .catalog()
+            .snapshot()
+            .table(schema, name)
+            .is_some()
+        {
+            return Err(QueryError::Rel(RelError::DuplicateTable(format!(
+                "{name} (a time-series table)"
+            ))));
+        }
+        Ok(())
+    }
+
     async fn rel_ddl(&self, db: &str, stmt: &Statement) -> Result<Outcome, QueryError> {
         let rel = self.rel()?;
         let cat = rel.catalog();
@@ -562,17 +582,7 @@ impl QueryEngine {
                 if cat.table(&schema, &name).is_some() && ct.if_not_exists {
                     return Ok(Outcome::Command("CREATE TABLE".into()));
                 }
-                if self
-                    .engine
-                    .catalog()
-                    .snapshot()
-                    .table(&schema, &name)
-                    .is_some()
-                {
-                    return Err(QueryError::Rel(RelError::DuplicateTable(format!(
-                        "{name} (a time-series table)"
-                    ))));
-                }
+                self.refuse_time_series_name(&schema, &name)?;
                 let def = relddl::create_table(ct, db, &cat)?;
                 for seq in relddl::serial_sequences(&def) {
                     if cat.sequence(&seq.schema, &seq.name).is_none() {

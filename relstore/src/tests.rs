@@ -70,6 +70,20 @@ fn block<F: std::future::Future>(f: F) -> F::Output {
     futures::executor::block_on(f)
 }
 
+/// Creates `accounts` with ann's and bob's 100 each.
+fn ann_and_bob(h: &RelHandle) -> (Arc<RelCatalog>, Arc<TableDef>) {
+    block(h.ddl(DdlOp::CreateTable(accounts()))).unwrap();
+    let cat = h.catalog();
+    let t = cat.table("public", "accounts").unwrap().clone();
+    let mut tx = h.begin(false).unwrap();
+    tx.insert(&cat, &t, row(1, "ann", 100), OnConflict::Error)
+        .unwrap();
+    tx.insert(&cat, &t, row(2, "bob", 100), OnConflict::Error)
+        .unwrap();
+    block(h.commit(tx)).unwrap();
+    (cat, t)
+}
+
 #[test]
 fn commits_survive_restart_and_conflicts_abort() {
     let dir = tempfile::tempdir().unwrap();
@@ -183,15 +197,7 @@ fn row_locks_queue_writers_and_detect_deadlocks() {
     let dir = tempfile::tempdir().unwrap();
     let store = start(dir.path());
     let h = store.handle();
-    block(h.ddl(DdlOp::CreateTable(accounts()))).unwrap();
-    let cat = h.catalog();
-    let t = cat.table("public", "accounts").unwrap().clone();
-    let mut tx = h.begin(false).unwrap();
-    tx.insert(&cat, &t, row(1, "ann", 100), OnConflict::Error)
-        .unwrap();
-    tx.insert(&cat, &t, row(2, "bob", 100), OnConflict::Error)
-        .unwrap();
-    block(h.commit(tx)).unwrap();
+    let (cat, t) = ann_and_bob(&h);
 
     let a = Arc::new(Mutex::new(h.begin(false).unwrap()));
     let b = Arc::new(Mutex::new(h.begin(false).unwrap()));

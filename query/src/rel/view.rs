@@ -211,17 +211,7 @@ impl crate::QueryEngine {
         if cat.view(&schema, &name).is_some() && cv.if_not_exists {
             return Ok(());
         }
-        if self
-            .engine
-            .catalog()
-            .snapshot()
-            .table(&schema, &name)
-            .is_some()
-        {
-            return Err(QueryError::Rel(sluice_relstore::RelError::DuplicateTable(
-                format!("{name} (a time-series table)"),
-            )));
-        }
+        self.refuse_time_series_name(&schema, &name)?;
         let columns: Vec<String> = cv.columns.iter().map(|c| norm(&c.name)).collect();
         let def = define(schema, name, (*cv.query).clone(), db, columns);
         let (_, plan) = self
