@@ -494,6 +494,16 @@ impl QueryEngine {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(QueryError::Plan)?;
+        if self.reads_no_time_series(s, &plan) {
+            // Relational scans are one materialised partition; splitting
+            // their rows across cores costs more than it could gain.
+            ctx.state_ref()
+                .write()
+                .config_mut()
+                .options_mut()
+                .execution
+                .target_partitions = 1;
+        }
         let df = ctx
             .execute_logical_plan(plan)
             .await
@@ -501,6 +511,34 @@ impl QueryEngine {
         Ok(Outcome::Rows(
             df.execute_stream().await.map_err(QueryError::Execution)?,
         ))
+    }
+
+    /// Whether every table `plan` scans is relational or one of Sluice's own
+    /// (`system`, `information_schema`).
+    fn reads_no_time_series(
+        &self,
+        s: &Session,
+        plan: &datafusion::logical_expr::LogicalPlan,
+    ) -> bool {
+        use datafusion::common::tree_node::TreeNodeRecursion;
+        let Some(rel) = &self.rel else {
+            return false;
+        };
+        let cat = rel.catalog();
+        let db = s.db.as_deref().unwrap_or("public");
+        let mut only = true;
+        let _ = plan.apply_with_subqueries(|node| {
+            if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node {
+                let schema = scan.table_name.schema().unwrap_or(db);
+                let own = matches!(schema, "system" | "information_schema");
+                if !own && cat.table(schema, scan.table_name.table()).is_none() {
+                    only = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        only
     }
 
     /// The logical plan of a read, bound to the session's transaction or a

@@ -96,6 +96,20 @@ fn in_list(e: &Expr) -> Option<(&str, Vec<&ScalarValue>)> {
     Some((c.name.as_str(), vals?))
 }
 
+/// `column = literal` that the scan applies itself, exactly: the column is
+/// a visible one and the literal has a non-null value of its type.
+/// DataFusion then plans no filter over the scan for it, which for a point
+/// lookup is most of what planning the statement costs.
+fn exact_equality(def: &TableDef, e: &Expr) -> Option<(usize, Value)> {
+    let (name, v) = equality(e)?;
+    let c = def.column(name)?;
+    if def.hidden_rowid && c + 1 == def.columns.len() {
+        return None;
+    }
+    let val = literal_value(v, def.columns[c].ty)?;
+    (!val.is_null()).then_some((c, val))
+}
+
 enum Access {
     Keys(Vec<Vec<u8>>),
     Index(usize, Vec<Value>),
@@ -168,8 +182,15 @@ impl TableProvider for RelTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Filters choose the access path; DataFusion still applies them.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // Filters choose the access path; equalities on a column the scan
+        // applies itself, DataFusion applies the rest.
+        Ok(filters
+            .iter()
+            .map(|f| match exact_equality(&self.def, f) {
+                Some(_) => TableProviderFilterPushDown::Exact,
+                None => TableProviderFilterPushDown::Inexact,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -226,6 +247,14 @@ impl TableProvider for RelTable {
                 ),
             }
         };
+        let exact: Vec<(usize, Value)> = filters
+            .iter()
+            .filter_map(|f| exact_equality(def, f))
+            .collect();
+        let mut rows = rows;
+        if !exact.is_empty() {
+            rows.retain(|(_, r)| exact.iter().all(|(c, v)| &r[*c] == v));
+        }
         let batch = rows_to_batch(def, &rows, &self.schema).map_err(ext)?;
         let batch = match projection {
             Some(p) => batch.project(p)?,
