@@ -88,6 +88,11 @@ impl LockTable {
         loop {
             let (rx, me) = {
                 let mut t = txn.lock();
+                // Only a transaction from `RelHandle::begin` can give its
+                // locks back; any other would hold them for ever.
+                if t.locks.table.is_none() {
+                    return Err(RelError::ReadOnly("lock rows"));
+                }
                 let me = t.locks.txn;
                 let mut inner = self.inner.lock();
                 let owner = match inner.rows.get(&key) {
