@@ -30,7 +30,7 @@ import psycopg
 INITIAL = {1: 10, 2: 20}
 # How long a statement may take before it counts as blocked, and how long a
 # blocked one may stay blocked once the session is needed again.
-BLOCKED_AFTER = 0.5
+BLOCKED_AFTER = 2.0
 STUCK_AFTER = 20
 # Serialization failure and deadlock: the transaction must be retried.
 RETRY = ("40001", "40P01")
