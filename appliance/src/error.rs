@@ -63,6 +63,7 @@ fn query_status(e: &QueryError) -> StatusCode {
         | QueryError::Format(_)
         | QueryError::Unsupported(_)
         | QueryError::InvalidValue(_)
+        | QueryError::TooComplex(_)
         | QueryError::TransactionAborted
         | QueryError::NoTransaction
         | QueryError::DdlInTransaction

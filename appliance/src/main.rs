@@ -72,6 +72,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// Stack of the threads that run SQL.
+const SQL_THREAD_STACK: usize = 16 << 20;
+
 fn serve(cfg: Config) -> Result<(), String> {
     // Bind everything before starting shards, so a taken port fails fast and clearly.
     let http_listener = TcpListener::bind(cfg.http.addr)
@@ -150,6 +153,11 @@ fn serve(cfg: Config) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sluice-http")
+        // SQL from the network is parsed, planned and dropped on these
+        // threads, and an expression tree is as deep as the query makes it
+        // (`1 + 1 + …`); DataFusion grows its stack where it recurses
+        // (`recursive_protection`), the syntax tree's own walks do not.
+        .thread_stack_size(SQL_THREAD_STACK)
         .build()
         .map_err(|e| format!("starting the HTTP runtime: {e}"))?;
     let mqtt_engine = engine.handle();

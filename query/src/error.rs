@@ -22,6 +22,8 @@ pub enum QueryError {
     Unsupported(String),
     #[error("{0}")]
     InvalidValue(String),
+    #[error("statement too complex: {0}")]
+    TooComplex(String),
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
     TransactionAborted,
     #[error("there is no transaction in progress")]
@@ -66,6 +68,7 @@ impl QueryError {
             QueryError::Format(_) => "22023",
             QueryError::Unsupported(_) => "0A000",
             QueryError::InvalidValue(_) => "22P02",
+            QueryError::TooComplex(_) => "54001",
             QueryError::TransactionAborted => "25P02",
             QueryError::NoTransaction => "25P01",
             QueryError::DdlInTransaction => "25001",

@@ -154,7 +154,70 @@ fn is_schema_change(st: &Statement) -> bool {
     )
 }
 
+/// Operators one statement may hold. An operator chain (`a + b + …`,
+/// `x = 1 OR x = 2 OR …`) parses into a tree as deep as it is long, and
+/// walking, printing and dropping such a tree recurses that deep: past a few
+/// thousand levels a thread's stack runs out and the process aborts. Lists
+/// (VALUES rows, IN lists, arguments) do not deepen the tree and are not
+/// counted.
+pub const MAX_OPERATORS: usize = 2000;
+
+fn check_operators(sql: &str) -> Result<(), QueryError> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| QueryError::Syntax(e.to_string()))?;
+    let (mut count, mut statement) = (0usize, 1usize);
+    let mut prev: Option<&Token> = None;
+    for t in &tokens {
+        if matches!(t, Token::Whitespace(_)) {
+            continue;
+        }
+        let operator = match t {
+            Token::SemiColon => {
+                count = 0;
+                statement += 1;
+                false
+            }
+            // A sign right after `(`, `,` or nothing is a literal's.
+            Token::Minus | Token::Plus => !matches!(
+                prev,
+                None | Some(Token::LParen) | Some(Token::Comma) | Some(Token::SemiColon)
+            ),
+            Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::Caret => true,
+            Token::Word(w) => ["AND", "OR", "NOT"]
+                .iter()
+                .any(|k| w.quote_style.is_none() && w.value.eq_ignore_ascii_case(k)),
+            _ => false,
+        };
+        if operator {
+            count += 1;
+            if count > MAX_OPERATORS {
+                return Err(QueryError::TooComplex(format!(
+                    "statement {statement} has more than {MAX_OPERATORS} operators; split it, or use IN (…) for long OR lists"
+                )));
+            }
+        }
+        prev = Some(t);
+    }
+    Ok(())
+}
+
 pub fn parse(sql: &str) -> Result<Vec<Statement>, QueryError> {
+    check_operators(sql)?;
     Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| QueryError::Syntax(e.to_string()))
 }
 

@@ -167,3 +167,53 @@ fn query_errors_say_what_went_wrong() {
     );
     assert_eq!(status, 400);
 }
+
+/// A query built to be as deep as it is long (an operator chain parses into
+/// a tree of that depth) is refused with 54001 before it is parsed, over
+/// HTTP and over the PostgreSQL port, and the server answers the next query.
+/// Before the limit, `SELECT 1 + 1 + …` with 5,000 terms aborted the process
+/// with a stack overflow.
+#[test]
+fn statements_too_deep_to_walk_are_refused_not_fatal() {
+    let s = TestServer::start();
+    assert_eq!(s.write("db", "m v=1 1\n").status(), 204);
+    let chain = |n: usize| format!("SELECT 1{}", " + 1".repeat(n));
+    let (status, body) = s.sql_raw("db", &chain(1_500));
+    assert_eq!(status, 200, "{body}");
+    for n in [2_001, 200_000] {
+        let (status, body) = s.sql_raw("db", &chain(n));
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body.contains("54001") && body.contains("operators"),
+            "{body}"
+        );
+    }
+    let ors = format!("SELECT 1 WHERE {}", vec!["1 = 1"; 3_000].join(" OR "));
+    let (status, body) = s.sql_raw("db", &ors);
+    assert_eq!(status, 400, "{body}");
+    // A long IN list is flat, and fine.
+    let list: Vec<String> = (0..20_000).map(|i| i.to_string()).collect();
+    let (status, body) = s.sql_raw("db", &format!("SELECT 1 WHERE 5 IN ({})", list.join(", ")));
+    assert_eq!(status, 200, "{body}");
+    let out = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.pg.port().to_string(),
+            "-U",
+            "sluice",
+            "-d",
+            "db",
+            "-c",
+        ])
+        .arg(chain(100_000))
+        .output();
+    if let Ok(out) = out {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("operators"), "{err}");
+    }
+    assert_eq!(s.scalar("db", "SELECT 41 + 1"), Some(42));
+}
