@@ -90,20 +90,13 @@ fn commits_survive_restart_and_conflicts_abort() {
     {
         let store = start(dir.path());
         let h = store.handle();
-        block(h.ddl(DdlOp::CreateTable(accounts()))).unwrap();
-        let cat = h.catalog();
-        let t = cat.table("public", "accounts").unwrap().clone();
+        let (cat, t) = ann_and_bob(&h);
         let mut tx = h.begin(false).unwrap();
-        tx.insert(&cat, &t, row(1, "ann", 100), OnConflict::Error)
-            .unwrap();
-        tx.insert(&cat, &t, row(2, "bob", 100), OnConflict::Error)
-            .unwrap();
         let dup = tx.insert(&cat, &t, row(3, "ann", 5), OnConflict::Error);
         assert!(
             matches!(dup, Err(RelError::UniqueViolation { .. })),
             "{dup:?}"
         );
-        block(h.commit(tx)).unwrap();
 
         // Two transactions read the same row and both write it: the second
         // to commit must fail, and change nothing.
