@@ -116,6 +116,56 @@ fn strip_words<'a>(sql: &'a str, words: &[&str]) -> Option<&'a str> {
     (!rest.contains(';')).then_some(rest)
 }
 
+/// Whether `stmt` is a SELECT with two or more unaliased expressions in its
+/// output, the case [`name_outputs`] can help.
+fn unnamed_outputs(stmt: &Statement) -> bool {
+    use datafusion::sql::sqlparser::ast::{Expr, SelectItem, SetExpr};
+    let Statement::Query(q) = stmt else {
+        return false;
+    };
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return false;
+    };
+    sel.projection
+        .iter()
+        .filter(|i| {
+            matches!(i, SelectItem::UnnamedExpr(e)
+                if !matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)))
+        })
+        .count()
+        >= 2
+}
+
+/// Aliases every unaliased expression of the outer SELECT with its text.
+fn name_outputs(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{Expr, Ident, SelectItem, SetExpr};
+    let Statement::Query(q) = stmt else { return };
+    let SetExpr::Select(sel) = q.body.as_mut() else {
+        return;
+    };
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    for item in sel.projection.iter_mut() {
+        let SelectItem::UnnamedExpr(e) = item else {
+            continue;
+        };
+        if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+            continue;
+        }
+        let text = e.to_string();
+        let n = seen.entry(text.clone()).or_insert(0);
+        *n += 1;
+        let alias = if *n == 1 {
+            text
+        } else {
+            format!("{text} ({n})")
+        };
+        *item = SelectItem::ExprWithAlias {
+            expr: e.clone(),
+            alias: Ident::with_quote('"', alias),
+        };
+    }
+}
+
 /// What a statement did to the session's transaction block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockEffect {
@@ -626,11 +676,28 @@ impl QueryEngine {
             relview::expand(&mut stmt, &b.catalog(), s.db.as_deref().unwrap_or("public"))?;
         }
         let ctx = self.context_with(s.db.as_deref(), binding);
-        let plan = ctx
-            .state()
+        let fallback = unnamed_outputs(&stmt).then(|| stmt.clone());
+        let state = ctx.state();
+        let plan = match state
             .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
             .await
-            .map_err(QueryError::Plan)?;
+        {
+            Ok(p) => p,
+            // PostgreSQL allows two output columns of one name; DataFusion
+            // does not, and names every unaliased expression after its
+            // text, so `SELECT (SELECT …), (SELECT …)` collides. Such items
+            // get their SQL text as their alias, numbered where it repeats.
+            Err(e) => match fallback {
+                Some(mut stmt) if e.to_string().contains("unique expression names") => {
+                    name_outputs(&mut stmt);
+                    state
+                        .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
+                        .await
+                        .map_err(QueryError::Plan)?
+                }
+                _ => return Err(QueryError::Plan(e)),
+            },
+        };
         Ok((ctx, plan))
     }
 
