@@ -412,3 +412,16 @@ impl Drop for TestServer {
         self.kill9();
     }
 }
+
+/// An SQL request's failure as an sqllogictest driver reports it
+/// (`[SQLSTATE] message`, or what went wrong with the request).
+#[derive(Debug)]
+pub struct SqlError(pub String);
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SqlError {}

@@ -7,19 +7,8 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use sluice_tests::TestServer;
+use sluice_tests::{SqlError, TestServer};
 use sqllogictest::{DBOutput, DefaultColumnType};
-
-#[derive(Debug)]
-struct SqlError(String);
-
-impl std::fmt::Display for SqlError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for SqlError {}
 
 struct Http<'a> {
     server: &'a TestServer,

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice_tests::TestServer;
+use sluice_tests::{SqlError, TestServer};
 use sqllogictest::{
     Control, DBOutput, DefaultColumnType, QueryExpect, Record, RecordOutput, ResultMode, TestError,
     TestErrorKind,
@@ -36,17 +36,6 @@ use sqllogictest::{
 
 /// How long one record may take before it counts as failed.
 const RECORD_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Debug)]
-struct SqlError(String);
-
-impl std::fmt::Display for SqlError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for SqlError {}
 
 /// The column types the record being run declares; the harness formats
 /// values by them, as the SQLite reference harness does.
