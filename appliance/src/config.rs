@@ -26,6 +26,8 @@ Settings (section.key = default):
   http.addr = \"127.0.0.1:8086\"         HTTP API
   http.max_body_bytes = 67108864       largest request body, after gzip
   http.auth_token                      if set, required as Token/Bearer/basic password/p=
+  http.metrics_public = false          serve /metrics without the token
+  http.ui_dir                          serve the console from this folder, not the binary
   lp_tcp.enabled = true                line protocol over TCP
   lp_tcp.addr = \"127.0.0.1:8094\"
   lp_tcp.database = \"default\"          database for TCP lines
@@ -235,6 +237,12 @@ pub struct HttpSection {
     /// When set, every API call must present this token
     /// (`Authorization: Token …`, `Bearer …`, basic auth password, or `p=`).
     pub auth_token: Option<String>,
+    /// Serve `/metrics` without credentials (for a scraper on a trusted
+    /// network); off, it asks for the API token like every other endpoint.
+    pub metrics_public: bool,
+    /// Serve the console from this folder instead of the copy built into
+    /// the binary (for working on `ui/`).
+    pub ui_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,6 +295,8 @@ impl Default for HttpSection {
             addr: SocketAddr::from(([127, 0, 0, 1], 8086)),
             max_body_bytes: 64 << 20,
             auth_token: None,
+            metrics_public: false,
+            ui_dir: None,
         }
     }
 }

@@ -116,7 +116,12 @@ impl IntoResponse for ApiError {
         }
         let body = match &self {
             ApiError::Query(q) => {
-                serde_json::json!({ "error": self.to_string(), "sqlstate": q.sqlstate() })
+                let msg = self.to_string();
+                let mut body = serde_json::json!({ "error": msg, "sqlstate": q.sqlstate() });
+                if let Some((line, column)) = sql_position(&msg) {
+                    body["position"] = serde_json::json!({ "line": line, "column": column });
+                }
+                body
             }
             _ => serde_json::json!({ "error": self.to_string() }),
         };
@@ -126,5 +131,27 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
+    }
+}
+
+/// Where in the statement the SQL parser stopped, as it says in its message
+/// ("… at Line: 2, Column: 7"), so that a client can point at it.
+fn sql_position(msg: &str) -> Option<(u64, u64)> {
+    let at = msg.rfind("Line: ")?;
+    let rest = &msg[at + "Line: ".len()..];
+    let (line, rest) = rest.split_once(", Column: ")?;
+    let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.trim().parse().ok()?, column.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_parser_position_is_read_from_its_message() {
+        assert_eq!(
+            super::sql_position("SQL error: ParserError(\"Expected: end of statement, found: x at Line: 2, Column: 7\")"),
+            Some((2, 7))
+        );
+        assert_eq!(super::sql_position("table not found"), None);
     }
 }

@@ -1,14 +1,12 @@
-//! The Kafka consumer's state as operators see it: `system.kafka_partitions`
-//! and the `sluice_kafka_*` metrics.
+//! The Kafka consumer's partitions as a table: `system.kafka_partitions`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use sluice_ingest::kafka::{KafkaStatus, METRICS};
+use sluice_ingest::kafka::KafkaStatus;
 use sluice_query::LiveTable;
 
 pub struct PartitionsTable {
@@ -67,82 +65,4 @@ impl LiveTable for PartitionsTable {
         ];
         RecordBatch::try_new(schema, columns)
     }
-}
-
-/// Metric name, help, kind and samples (labels, value), for `/metrics`.
-pub type Metric = (&'static str, &'static str, &'static str, Vec<(String, f64)>);
-
-pub fn metrics(status: &KafkaStatus) -> Vec<Metric> {
-    let load =
-        |a: &std::sync::atomic::AtomicU64| vec![(String::new(), a.load(Ordering::Relaxed) as f64)];
-    let parts = status.snapshot();
-    let per_partition = |f: &dyn Fn(&sluice_ingest::kafka::PartitionStatus) -> Option<f64>| {
-        parts
-            .iter()
-            .filter(|p| p.assigned)
-            .filter_map(|p| {
-                f(p).map(|v| {
-                    (
-                        format!(
-                            "{{topic=\"{}\",partition=\"{}\"}}",
-                            label(&p.topic),
-                            p.partition
-                        ),
-                        v,
-                    )
-                })
-            })
-            .collect()
-    };
-    vec![
-        (
-            "sluice_kafka_messages_total",
-            "Kafka messages made durable (rows or dead letter).",
-            "counter",
-            load(&METRICS.messages),
-        ),
-        (
-            "sluice_kafka_rows_total",
-            "Rows stored from Kafka messages.",
-            "counter",
-            load(&METRICS.rows),
-        ),
-        (
-            "sluice_kafka_dead_letters_total",
-            "Kafka messages (or parts of them) written to system.dead_letters.",
-            "counter",
-            load(&METRICS.dead_letters),
-        ),
-        (
-            "sluice_kafka_offset_commit_failures_total",
-            "Offset commits the group coordinator refused (the rows were durable).",
-            "counter",
-            load(&METRICS.offset_commit_failures),
-        ),
-        (
-            "sluice_kafka_backpressure_pauses_total",
-            "Times the consumer paused its partitions because the shards pushed back.",
-            "counter",
-            load(&METRICS.backpressure_pauses),
-        ),
-        (
-            "sluice_kafka_lag",
-            "Messages of an assigned partition not yet durable in Sluice.",
-            "gauge",
-            per_partition(&|p| p.lag().map(|l| l as f64)),
-        ),
-        (
-            "sluice_kafka_rows_per_second",
-            "Rows per second made durable, per assigned partition.",
-            "gauge",
-            per_partition(&|p| Some(p.rows_per_second)),
-        ),
-    ]
-}
-
-/// A Prometheus label value: backslash, quote and newline escaped.
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

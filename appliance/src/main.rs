@@ -6,6 +6,7 @@ mod error;
 mod http;
 mod kafka;
 mod pg;
+mod status;
 
 use std::net::TcpListener;
 use std::process::ExitCode;
@@ -143,13 +144,12 @@ fn serve(cfg: Config) -> Result<(), String> {
         None
     };
     let pg_query = query.clone();
-    let state = Arc::new(http::AppState {
-        engine: engine.handle(),
-        kafka: kafka.as_ref().map(|k| k.status.clone()),
-        query,
-        max_body_bytes: cfg.http.max_body_bytes,
-        auth_token: cfg.http.auth_token.clone(),
-    });
+    let started = status::Started {
+        at: std::time::Instant::now(),
+        memory_limit_bytes: cfg.storage.max_buffer_bytes as u64,
+        tcp_enabled: cfg.lp_tcp.enabled,
+    };
+    let kafka_status = kafka.as_ref().map(|k| k.status.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sluice-http")
@@ -169,17 +169,29 @@ fn serve(cfg: Config) -> Result<(), String> {
                 .map_err(|e| format!("PostgreSQL listener: {e}"))?;
             tokio::spawn(pg::serve(l, pg_query));
         }
-        let mqtt = if cfg.mqtt.enabled {
-            let broker = sluice_ingest::mqtt::start(mqtt_config(&cfg), mqtt_engine)
-                .await
-                .map_err(|e| e.to_string())?;
-            broker.local_addr.to_string()
+        let broker = if cfg.mqtt.enabled {
+            Some(
+                sluice_ingest::mqtt::start(mqtt_config(&cfg), mqtt_engine.clone())
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
         } else {
-            "off".to_string()
+            None
         };
+        let state = Arc::new(http::AppState {
+            engine: mqtt_engine,
+            kafka: kafka_status,
+            mqtt: broker.clone(),
+            query,
+            max_body_bytes: cfg.http.max_body_bytes,
+            auth_token: cfg.http.auth_token.clone(),
+            metrics_public: cfg.http.metrics_public,
+            started,
+            ui: http::console::Assets::new(cfg.http.ui_dir.clone()),
+        });
         tracing::info!(
             http = %cfg.http.addr,
-            %mqtt,
+            mqtt = %broker.as_ref().map_or("off".to_string(), |b| b.local_addr.to_string()),
             kafka = %cfg.kafka.as_ref().map_or("off".to_string(), |k| k.brokers.clone()),
             lp_tcp = %if cfg.lp_tcp.enabled { cfg.lp_tcp.addr.to_string() } else { "off".into() },
             pg = %if cfg.pg.enabled { cfg.pg.addr.to_string() } else { "off".into() },

@@ -11,6 +11,7 @@ pub mod messages;
 pub mod mqtt;
 pub mod route;
 pub mod rows;
+pub mod stats;
 pub mod tcp;
 
 pub use error::IngestError;

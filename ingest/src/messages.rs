@@ -9,6 +9,7 @@ use crate::deadletter::{self, DeadLetter, Source};
 use crate::error::IngestError;
 use crate::route::Route;
 use crate::rows::RowSink;
+use crate::stats::{Frontend, Tally, STATS};
 
 /// One message as its front end received it.
 #[derive(Debug, Clone, Copy)]
@@ -218,11 +219,17 @@ impl PreparedMessages {
 
     /// Writes rows, then dead letters, and resolves when both are durable.
     /// Writing again after an error rewrites the same points.
-    pub async fn write(&self, engine: &EngineHandle) -> Result<Committed, IngestError> {
+    pub async fn write(
+        &self,
+        engine: &EngineHandle,
+        frontend: Frontend,
+    ) -> Result<Committed, IngestError> {
+        let tally = Tally::of(&self.writes);
         if !self.writes.is_empty() {
             engine.write(self.writes.clone()).await?;
         }
         deadletter::record(engine, self.dead.clone()).await?;
+        STATS.stored(frontend, &tally, self.committed.dead_letters);
         Ok(self.committed)
     }
 }

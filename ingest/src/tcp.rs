@@ -14,6 +14,7 @@ use glommio::sync::Semaphore;
 use sluice_engine::{CoreContext, CoreFuture, CoreService};
 
 use crate::lp::{self, Precision, WriteOptions};
+use crate::stats::{Frontend, Tally, STATS};
 
 /// A line longer than this ends the connection: nothing legitimate is that long.
 const MAX_LINE: usize = 16 << 20;
@@ -143,8 +144,14 @@ async fn write_lines(
         extra_tags: Vec::new(),
     };
     let engine = &ctx.engine;
-    let prepared = lp::prepare(engine.catalog(), engine.shard_count(), data, &opts)
-        .map_err(|e| e.to_string())?;
+    let prepared = match lp::prepare(engine.catalog(), engine.shard_count(), data, &opts) {
+        Ok(p) => p,
+        Err(e) => {
+            STATS.failed(Frontend::Tcp);
+            return Err(e.to_string());
+        }
+    };
+    let tally = Tally::of(&prepared.writes);
     if let Some(first) = prepared.rejected.first() {
         tracing::warn!(
             rejected = prepared.rejected_total,
@@ -160,12 +167,18 @@ async fn write_lines(
     let mut wait = std::time::Duration::from_millis(20);
     loop {
         match engine.write(prepared.writes.clone()).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                STATS.stored(Frontend::Tcp, &tally, prepared.rejected_total);
+                return Ok(());
+            }
             Err(sluice_engine::EngineError::Backpressure { .. }) => {
                 glommio::timer::sleep(wait).await;
                 wait = (wait * 2).min(std::time::Duration::from_secs(1));
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => {
+                STATS.failed(Frontend::Tcp);
+                return Err(e.to_string());
+            }
         }
     }
 }

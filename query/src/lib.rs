@@ -7,6 +7,7 @@ mod functions;
 mod latest;
 pub mod metrics;
 pub mod output;
+pub mod overview;
 mod rel;
 mod scan;
 pub mod session;

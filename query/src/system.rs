@@ -188,6 +188,63 @@ pub fn format_duration(ns: i64) -> String {
     format!("{ns}ns")
 }
 
+/// What a time-series table holds, summed over shards.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TableUsage {
+    pub chunks: u64,
+    pub chunk_rows: u64,
+    pub bytes_on_disk: u64,
+    pub bytes_raw: u64,
+    pub buffered_rows: u64,
+    pub buffered_bytes: u64,
+}
+
+impl TableUsage {
+    fn as_array(&self) -> [u64; 6] {
+        [
+            self.chunks,
+            self.chunk_rows,
+            self.bytes_on_disk,
+            self.bytes_raw,
+            self.buffered_rows,
+            self.buffered_bytes,
+        ]
+    }
+}
+
+/// Usage of every table of the catalog snapshot, in chunks and buffers.
+pub async fn table_usage(
+    engine: &EngineHandle,
+    snap: &sluice_engine::catalog::CatalogSnapshot,
+) -> sluice_engine::Result<std::collections::BTreeMap<(String, String), TableUsage>> {
+    let mut acc = std::collections::BTreeMap::new();
+    for (dbn, d) in &snap.databases {
+        for t in d.tables.keys() {
+            acc.insert((dbn.clone(), t.clone()), TableUsage::default());
+        }
+    }
+    for (live, _) in engine.chunks().await? {
+        for c in live {
+            let f = c.footer();
+            if let Some(a) = acc.get_mut(&(f.database.clone(), f.table.clone())) {
+                a.chunks += 1;
+                a.chunk_rows += f.rows;
+                a.bytes_on_disk += c.reader.file_len();
+                a.bytes_raw += f.raw_bytes;
+            }
+        }
+    }
+    for s in engine.stats().await? {
+        for (d, t, ts) in s.tables {
+            if let Some(a) = acc.get_mut(&(d, t)) {
+                a.buffered_rows += ts.rows as u64;
+                a.buffered_bytes += ts.bytes as u64;
+            }
+        }
+    }
+    Ok(acc)
+}
+
 fn ext<E: std::error::Error + Send + Sync + 'static>(e: E) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
@@ -267,34 +324,8 @@ impl SystemTable {
     }
 
     async fn tables(&self) -> Result<RecordBatch> {
-        use std::collections::BTreeMap;
         let snap = self.engine.catalog().snapshot();
-        // (chunks, chunk rows, bytes on disk, bytes raw, buffered rows, buffered bytes)
-        let mut acc: BTreeMap<(String, String), [u64; 6]> = BTreeMap::new();
-        for (dbn, d) in &snap.databases {
-            for t in d.tables.keys() {
-                acc.insert((dbn.clone(), t.clone()), [0; 6]);
-            }
-        }
-        for (live, _) in self.engine.chunks().await.map_err(ext)? {
-            for c in live {
-                let f = c.footer();
-                if let Some(a) = acc.get_mut(&(f.database.clone(), f.table.clone())) {
-                    a[0] += 1;
-                    a[1] += f.rows;
-                    a[2] += c.reader.file_len();
-                    a[3] += f.raw_bytes;
-                }
-            }
-        }
-        for s in self.engine.stats().await.map_err(ext)? {
-            for (d, t, ts) in s.tables {
-                if let Some(a) = acc.get_mut(&(d, t)) {
-                    a[4] += ts.rows as u64;
-                    a[5] += ts.bytes as u64;
-                }
-            }
-        }
+        let acc = table_usage(&self.engine, &snap).await.map_err(ext)?;
         let mut cols: [Vec<u64>; 7] = Default::default();
         let (mut dbs, mut tables, mut dedup, mut retention) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -307,7 +338,7 @@ impl SystemTable {
             );
             retention.push(snap.retention(&d, &t).map(format_duration));
             cols[0].push(schema.map_or(0, |s| s.columns().count() as u64 + 1));
-            for (i, v) in a.iter().enumerate() {
+            for (i, v) in a.as_array().iter().enumerate() {
                 cols[i + 1].push(*v);
             }
             dbs.push(d);

@@ -226,7 +226,10 @@ fn routes_deterministic_times_poison_messages_and_partition_status() {
     assert_eq!(parts[2][1], 0);
     assert_eq!(parts[2][2], 70);
     assert_eq!(parts[2][3], 70);
-    assert_eq!(s.metric("sluice_kafka_rows_total"), 2023.0);
+    assert_eq!(
+        s.metric("sluice_ingest_rows_total{frontend=\"kafka\"}"),
+        2023.0
+    );
     assert_eq!(s.metric("sluice_kafka_dead_letters_total"), 3.0);
     assert!(s.metric("sluice_kafka_lag") == 0.0);
 }

@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sluice_ingest::lp::{self, MAX_REPORTED_ERRORS};
+use sluice_ingest::stats::{Frontend, Tally, STATS};
 use sluice_ingest::{Precision, WriteOptions};
 
 use super::body::read_body;
@@ -72,11 +73,17 @@ async fn write(
         lp::prepare(engine.catalog(), engine.shard_count(), &body, &opts)
     })
     .await
-    .map_err(|e| ApiError::BadRequest(format!("parser task failed: {e}")))??;
+    .map_err(|e| ApiError::BadRequest(format!("parser task failed: {e}")))?
+    .inspect_err(|_| STATS.failed(Frontend::Http))?;
     let written = prepared.accepted;
     let rejected = prepared.rejected;
     let rejected_total = prepared.rejected_total;
-    st.engine.write(prepared.writes).await?;
+    let tally = Tally::of(&prepared.writes);
+    if let Err(e) = st.engine.write(prepared.writes).await {
+        STATS.failed(Frontend::Http);
+        return Err(e.into());
+    }
+    STATS.stored(Frontend::Http, &tally, rejected_total);
     if rejected_total == 0 {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }

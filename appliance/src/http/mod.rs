@@ -2,6 +2,7 @@
 
 mod admin;
 mod body;
+pub mod console;
 mod influx;
 mod sql;
 
@@ -19,8 +20,12 @@ pub struct AppState {
     pub engine: EngineHandle,
     pub kafka: Option<Arc<sluice_ingest::kafka::KafkaStatus>>,
     pub query: std::sync::Arc<QueryEngine>,
+    pub mqtt: Option<sluice_ingest::mqtt::MqttBroker>,
     pub max_body_bytes: usize,
     pub auth_token: Option<String>,
+    pub metrics_public: bool,
+    pub started: crate::status::Started,
+    pub ui: console::Assets,
 }
 
 impl AppState {
@@ -78,7 +83,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/sql", get(sql::sql).post(sql::sql))
         .route("/api/v1/flush", post(admin::flush))
         .route("/metrics", get(admin::metrics))
+        .route("/api/v1/status", get(admin::status))
         .route("/ping", get(influx::ping).head(influx::ping))
         .route("/health", get(influx::health))
+        .route("/api/v1/schema", get(console::schema))
+        .route("/", get(console::to_console))
+        .route("/ui", get(console::to_console))
+        .route("/ui/", get(console::index))
+        .route("/ui/{*path}", get(console::asset))
         .with_state(state)
 }

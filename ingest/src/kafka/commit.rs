@@ -15,6 +15,7 @@ use super::status::KafkaStatus;
 use super::METRICS;
 use crate::error::IngestError;
 use crate::messages::Committed;
+use crate::stats::{Frontend, STATS};
 
 pub(super) struct Committer<'a> {
     pub consumer: &'a KafkaClient,
@@ -116,14 +117,17 @@ impl Committer<'_> {
         let mut delay = Duration::from_millis(5);
         let mut paused: Option<TopicPartitionList> = None;
         let result = loop {
-            let err = match futures::executor::block_on(ready.writes.write(self.engine)) {
-                Ok(c) => break Ok(c),
-                Err(e) => e,
-            };
+            let err =
+                match futures::executor::block_on(ready.writes.write(self.engine, Frontend::Kafka))
+                {
+                    Ok(c) => break Ok(c),
+                    Err(e) => e,
+                };
             if !matches!(err, IngestError::Engine(EngineError::Backpressure { .. })) {
                 tracing::error!(error = %err, retry_in = ?delay, "Kafka messages could not be stored");
             }
             if self.stop.load(Ordering::Relaxed) {
+                STATS.failed(Frontend::Kafka);
                 break Err(err);
             }
             if paused.is_none() {
@@ -152,7 +156,6 @@ impl Committer<'_> {
         METRICS
             .messages
             .fetch_add(c.messages as u64, Ordering::Relaxed);
-        METRICS.rows.fetch_add(c.rows as u64, Ordering::Relaxed);
         METRICS
             .dead_letters
             .fetch_add(c.dead_letters as u64, Ordering::Relaxed);

@@ -72,7 +72,6 @@ pub enum KafkaError {
 /// Totals for `/metrics`; per-partition figures are in [`KafkaStatus`].
 pub struct KafkaMetrics {
     pub messages: AtomicU64,
-    pub rows: AtomicU64,
     pub dead_letters: AtomicU64,
     pub offset_commit_failures: AtomicU64,
     pub backpressure_pauses: AtomicU64,
@@ -80,7 +79,6 @@ pub struct KafkaMetrics {
 
 pub static METRICS: KafkaMetrics = KafkaMetrics {
     messages: AtomicU64::new(0),
-    rows: AtomicU64::new(0),
     dead_letters: AtomicU64::new(0),
     offset_commit_failures: AtomicU64::new(0),
     backpressure_pauses: AtomicU64::new(0),

@@ -61,13 +61,11 @@ pub enum MqttError {
 /// Counters for `/metrics`.
 pub struct MqttMetrics {
     pub messages_stored: AtomicU64,
-    pub rows_stored: AtomicU64,
     pub dead_letters: AtomicU64,
 }
 
 pub static METRICS: MqttMetrics = MqttMetrics {
     messages_stored: AtomicU64::new(0),
-    rows_stored: AtomicU64::new(0),
     dead_letters: AtomicU64::new(0),
 };
 
@@ -75,7 +73,6 @@ impl MqttMetrics {
     fn record(&self, c: &Committed) {
         self.messages_stored
             .fetch_add(c.messages as u64, Ordering::Relaxed);
-        self.rows_stored.fetch_add(c.rows as u64, Ordering::Relaxed);
         self.dead_letters
             .fetch_add(c.dead_letters as u64, Ordering::Relaxed);
     }
@@ -153,8 +150,31 @@ impl RouteTable {
 
 /// A running broker. It lives as long as the tokio runtime it was started
 /// on; rmqtt has no stop of its own.
+#[derive(Clone)]
 pub struct MqttBroker {
     pub local_addr: SocketAddr,
+    scx: ServerContext,
+}
+
+/// The broker's clients as operators see them.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerStatus {
+    /// Network connections past the MQTT handshake.
+    pub connections: u64,
+    /// Sessions, connected or kept for a client that will come back.
+    pub sessions: u64,
+    pub subscriptions: u64,
+}
+
+impl MqttBroker {
+    pub async fn status(&self) -> BrokerStatus {
+        let shared = self.scx.extends.shared().await;
+        BrokerStatus {
+            connections: self.scx.connections.count().max(0) as u64,
+            sessions: shared.sessions_count() as u64,
+            subscriptions: shared.subscriptions_count().await as u64,
+        }
+    }
 }
 
 /// Checks the routes and binds the listener (so a taken port or a bad route
@@ -231,12 +251,12 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
     register.add(Type::MessagePublish, Box::new(ingest)).await;
     register.start().await;
 
-    let server = MqttServer::new(scx).listener(listener).build();
+    let server = MqttServer::new(scx.clone()).listener(listener).build();
     tokio::spawn(async move {
         if let Err(e) = server.run().await {
             tracing::error!(error = %e, "the MQTT broker stopped");
         }
     });
     tracing::info!(addr = %local_addr, "MQTT broker listening");
-    Ok(MqttBroker { local_addr })
+    Ok(MqttBroker { local_addr, scx })
 }

@@ -18,6 +18,7 @@ use crate::deadletter::Source;
 use crate::error::IngestError;
 use crate::messages::{Committed, Message, MessageBatch, PreparedMessages};
 use crate::route::Captures;
+use crate::stats::{Frontend, STATS};
 
 /// A topic's database and capture tags, or why it has none.
 type Resolved = Result<(String, Captures), String>;
@@ -203,6 +204,7 @@ async fn committer(
                 Ok(())
             }
             Err(e) => {
+                STATS.failed(Frontend::Mqtt);
                 tracing::error!(error = %e, messages = jobs.len(), "MQTT messages could not be stored");
                 Err(e.to_string())
             }
@@ -331,7 +333,7 @@ async fn write_with_retry(
 ) -> Result<Committed, IngestError> {
     let mut delay = Duration::from_millis(5);
     loop {
-        match prepared.write(engine).await {
+        match prepared.write(engine, Frontend::Mqtt).await {
             Err(IngestError::Engine(EngineError::Backpressure { .. })) => {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_millis(500));
