@@ -31,6 +31,7 @@ Settings (section.key = default):
   lp_tcp.enabled = true                line protocol over TCP
   lp_tcp.addr = \"127.0.0.1:8094\"
   lp_tcp.database = \"default\"          database for TCP lines
+  lp_tcp.allow_unauthenticated = false with http.auth_token set, TCP stays off unless true
   pg.enabled = true                    the PostgreSQL wire protocol
   pg.addr = \"127.0.0.1:5432\"
   storage.flush_bytes = 33554432       flush a shard's buffer at this size
@@ -252,6 +253,9 @@ pub struct LpTcpSection {
     pub addr: SocketAddr,
     /// Database that lines received over TCP are written to.
     pub database: String,
+    /// Keep the port open while `http.auth_token` is set. TCP line protocol
+    /// carries no credentials, so anyone who reaches the port can write.
+    pub allow_unauthenticated: bool,
 }
 
 /// The PostgreSQL wire protocol front end (psql, pgbench, drivers).
@@ -307,6 +311,7 @@ impl Default for LpTcpSection {
             enabled: true,
             addr: SocketAddr::from(([127, 0, 0, 1], 8094)),
             database: "default".into(),
+            allow_unauthenticated: false,
         }
     }
 }

@@ -84,7 +84,19 @@ fn serve(cfg: Config) -> Result<(), String> {
         .set_nonblocking(true)
         .map_err(|e| format!("HTTP listener: {e}"))?;
     let mut services = Vec::new();
-    if cfg.lp_tcp.enabled {
+    // Raw TCP has no place for credentials: with authentication on, it
+    // would be a way in without them, so it stays closed unless the
+    // operator says the network in front of it is trusted.
+    let tcp_open =
+        cfg.lp_tcp.enabled && (cfg.http.auth_token.is_none() || cfg.lp_tcp.allow_unauthenticated);
+    if cfg.lp_tcp.enabled && !tcp_open {
+        tracing::warn!(
+            addr = %cfg.lp_tcp.addr,
+            "line protocol over TCP is off: it cannot carry credentials and http.auth_token is set \
+             (set lp_tcp.allow_unauthenticated = true to open it on a trusted network)"
+        );
+    }
+    if tcp_open {
         tcp::check_bind(cfg.lp_tcp.addr).map_err(|e| {
             format!(
                 "cannot listen for line protocol over TCP on {}: {e}",
@@ -147,7 +159,7 @@ fn serve(cfg: Config) -> Result<(), String> {
     let started = status::Started {
         at: std::time::Instant::now(),
         memory_limit_bytes: cfg.storage.max_buffer_bytes as u64,
-        tcp_enabled: cfg.lp_tcp.enabled,
+        tcp_enabled: tcp_open,
     };
     let kafka_status = kafka.as_ref().map(|k| k.status.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -167,7 +179,7 @@ fn serve(cfg: Config) -> Result<(), String> {
         if let Some(l) = pg_listener {
             let l = tokio::net::TcpListener::from_std(l)
                 .map_err(|e| format!("PostgreSQL listener: {e}"))?;
-            tokio::spawn(pg::serve(l, pg_query));
+            tokio::spawn(pg::serve(l, pg_query, cfg.http.auth_token.clone()));
         }
         let broker = if cfg.mqtt.enabled {
             Some(
@@ -193,7 +205,7 @@ fn serve(cfg: Config) -> Result<(), String> {
             http = %cfg.http.addr,
             mqtt = %broker.as_ref().map_or("off".to_string(), |b| b.local_addr.to_string()),
             kafka = %cfg.kafka.as_ref().map_or("off".to_string(), |k| k.brokers.clone()),
-            lp_tcp = %if cfg.lp_tcp.enabled { cfg.lp_tcp.addr.to_string() } else { "off".into() },
+            lp_tcp = %if tcp_open { cfg.lp_tcp.addr.to_string() } else { "off".into() },
             pg = %if cfg.pg.enabled { cfg.pg.addr.to_string() } else { "off".into() },
             data_dir = %cfg.engine.data_dir.display(),
             shards = cfg.engine.shards,

@@ -5,6 +5,7 @@
 //! the first failing statement of a simple query ends it, and the
 //! transaction status byte follows BEGIN, COMMIT and ROLLBACK.
 
+mod auth;
 mod encode;
 mod params;
 
@@ -15,7 +16,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::sql::sqlparser::ast::Statement;
 use futures::Sink;
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -111,9 +111,6 @@ impl Connection {
         }
     }
 }
-
-#[async_trait]
-impl NoopStartupHandler for Connection {}
 
 #[async_trait]
 impl SimpleQueryHandler for Connection {
@@ -244,6 +241,7 @@ impl Connection {
 
 struct Handlers {
     conn: Arc<Connection>,
+    startup: Arc<auth::Startup>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -256,13 +254,19 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        self.conn.clone()
+        self.startup.clone()
     }
 }
 
-/// Serves the PostgreSQL protocol on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, query: Arc<QueryEngine>) {
+/// Serves the PostgreSQL protocol on `listener` until the task is dropped;
+/// with a token, only to clients that prove they know it.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    query: Arc<QueryEngine>,
+    token: Option<String>,
+) {
     let parser = Arc::new(NoopQueryParser::new());
+    let startup = Arc::new(auth::Startup::new(token.as_deref()));
     loop {
         let (socket, peer): (tokio::net::TcpStream, SocketAddr) = match listener.accept().await {
             Ok(s) => s,
@@ -279,6 +283,7 @@ pub async fn serve(listener: tokio::net::TcpListener, query: Arc<QueryEngine>) {
                 session: Mutex::new(None),
                 parser: parser.clone(),
             }),
+            startup: startup.clone(),
         };
         tokio::spawn(async move {
             if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {

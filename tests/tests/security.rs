@@ -1,0 +1,156 @@
+//! With a token configured, no port and no endpoint reads or writes without
+//! it: every HTTP endpoint, the PostgreSQL port (SCRAM-SHA-256, driven by
+//! psql) and the raw TCP port, tried without credentials and with wrong
+//! ones. Each refusal says why and never echoes the secret.
+
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sluice_tests::TestServer;
+
+const TOKEN: &str = "tok-8c1f0e9d";
+
+fn secured(extra: &[(&str, &str)]) -> TestServer {
+    let mut env = vec![("SLUICE_HTTP__AUTH_TOKEN", TOKEN)];
+    env.extend_from_slice(extra);
+    TestServer::start_with_env(&env)
+}
+
+/// Every HTTP endpoint that reads or writes, with its method.
+const ENDPOINTS: [(&str, &str); 9] = [
+    ("POST", "/write?db=x"),
+    ("POST", "/api/v2/write?bucket=x"),
+    ("GET", "/query?q=SHOW%20DATABASES"),
+    ("GET", "/api/v1/sql?q=SELECT%201"),
+    ("POST", "/api/v1/sql?q=SELECT%201"),
+    ("POST", "/api/v1/flush"),
+    ("GET", "/metrics"),
+    ("GET", "/api/v1/status"),
+    ("GET", "/api/v1/schema"),
+];
+
+#[test]
+fn every_http_endpoint_refuses_strangers_and_wrong_tokens() {
+    let s = secured(&[]);
+    let c = reqwest::blocking::Client::new();
+    for (method, path) in ENDPOINTS {
+        let req = |auth: Option<&str>| {
+            let mut r = match method {
+                "GET" => c.get(s.url(path)),
+                _ => c.post(s.url(path)).body("m v=1 1"),
+            };
+            if let Some(a) = auth {
+                r = r.header("Authorization", a);
+            }
+            r.send().unwrap()
+        };
+        for (auth, why) in [
+            (None, "Token"),
+            (Some("Token nope"), "invalid token"),
+            (Some("Bearer nope"), "invalid token"),
+            (Some("Basic dXNlcjpub3Bl"), "invalid token"),
+        ] {
+            let r = req(auth);
+            assert_eq!(r.status(), 401, "{method} {path} with {auth:?}");
+            let body = r.text().unwrap();
+            assert!(body.contains(why), "{method} {path}: {body}");
+            assert!(!body.contains(TOKEN), "{method} {path} leaks the token");
+        }
+        let ok = req(Some(&format!("Token {TOKEN}")));
+        assert!(
+            ok.status().is_success() || ok.status() == 400,
+            "{method} {path} with the token: {}",
+            ok.status()
+        );
+    }
+    // Liveness stays open: it says nothing but "up".
+    assert_eq!(c.get(s.url("/health")).send().unwrap().status(), 200);
+    assert!(!s.log().contains(TOKEN), "the log holds the token");
+}
+
+#[test]
+fn metrics_can_be_opened_to_a_scraper_alone() {
+    let s = secured(&[("SLUICE_HTTP__METRICS_PUBLIC", "true")]);
+    let c = reqwest::blocking::Client::new();
+    assert_eq!(c.get(s.url("/metrics")).send().unwrap().status(), 200);
+    assert_eq!(c.get(s.url("/api/v1/status")).send().unwrap().status(), 401);
+}
+
+fn psql(s: &TestServer, password: Option<&str>) -> (bool, String) {
+    let mut cmd = Command::new("psql");
+    cmd.args(["-X", "-A", "-t", "-q", "-w", "-h"])
+        .arg(s.pg.ip().to_string())
+        .arg("-p")
+        .arg(s.pg.port().to_string())
+        .args(["-U", "operator", "-d", "plant", "-c", "SELECT 40 + 2"])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::null());
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+    let out = cmd
+        .output()
+        .expect("psql (apt-get install postgresql-client)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_postgresql_port_asks_for_the_token_by_scram() {
+    let s = secured(&[]);
+    assert_eq!(s.write("plant", "m v=1 1").status(), 204);
+    let (ok, out) = psql(&s, None);
+    assert!(!ok, "no password got in: {out}");
+    assert!(out.contains("password"), "{out}");
+    let (ok, out) = psql(&s, Some("wrong"));
+    assert!(!ok, "a wrong password got in: {out}");
+    assert!(
+        out.contains("password authentication failed") || out.contains("authentication"),
+        "{out}"
+    );
+    let (ok, out) = psql(&s, Some(TOKEN));
+    assert!(ok, "the token was refused: {out}");
+    assert_eq!(out.trim(), "42");
+}
+
+#[test]
+fn raw_tcp_is_closed_while_authentication_is_on() {
+    let s = secured(&[]);
+    assert!(
+        TcpStream::connect_timeout(&s.lp_tcp, Duration::from_secs(2)).is_err(),
+        "the TCP line protocol port is open without credentials"
+    );
+    assert!(
+        s.log().contains("line protocol over TCP is off"),
+        "{}",
+        s.log()
+    );
+    let status: serde_json::Value = reqwest::blocking::Client::new()
+        .get(s.url("/api/v1/status"))
+        .header("Authorization", format!("Token {TOKEN}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let tcp = &status["ingest"]["frontends"][1];
+    assert_eq!(
+        (&tcp["name"], &tcp["enabled"]),
+        (&"tcp".into(), &false.into())
+    );
+
+    // The operator may open it on a network they trust.
+    let open = secured(&[("SLUICE_LP_TCP__ALLOW_UNAUTHENTICATED", "true")]);
+    open.tcp_send(b"trusted v=1 1\n");
+    open.wait_scalar(
+        "default",
+        "SELECT count(*) FROM trusted",
+        1,
+        Duration::from_secs(20),
+    );
+}
