@@ -364,6 +364,19 @@ impl Config {
         if let Some(n) = args.shards {
             cfg.engine.shards = n;
         }
+        // An empty token would turn authentication on and then accept an
+        // empty password.
+        if cfg
+            .http
+            .auth_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(
+                "http.auth_token is empty: give it a secret, or leave it out to turn authentication off"
+                    .into(),
+            );
+        }
         if cfg.engine.shards == 0 {
             cfg.engine.shards = std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -401,6 +414,17 @@ mod tests {
             };
             let cfg = Config::load(&args).map_err(figment::Error::from)?;
             assert_eq!(cfg.engine.shards, 7, "flags beat env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn an_empty_token_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SLUICE_HTTP__AUTH_TOKEN", " ");
+            let err = Config::load(&ServeArgs::default()).unwrap_err();
+            assert!(err.contains("http.auth_token is empty"), "{err}");
             Ok(())
         });
     }

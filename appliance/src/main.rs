@@ -232,6 +232,7 @@ fn mqtt_config(cfg: &Config) -> sluice_ingest::mqtt::MqttConfig {
     sluice_ingest::mqtt::MqttConfig {
         addr: cfg.mqtt.addr,
         users: cfg.mqtt.users.clone(),
+        token: cfg.http.auth_token.clone(),
         ingest_topics: cfg.mqtt.ingest_topics,
         max_payload_bytes: cfg.mqtt.max_payload_bytes,
         routes: cfg.mqtt.routes.clone(),

@@ -37,7 +37,8 @@ impl Frontend {
 /// Cumulative counters of one front end.
 #[derive(Default)]
 pub struct FrontendCounters {
-    /// Writes made durable (an HTTP request, a TCP chunk, a message batch).
+    /// Writes that stored rows (an HTTP request, a TCP chunk, a message
+    /// batch).
     pub writes: AtomicU64,
     /// Rows in those writes.
     pub rows: AtomicU64,
@@ -113,10 +114,13 @@ impl Tally {
 
 impl IngestStats {
     /// A write of `tally` is durable; `rejected` invalid lines were dropped
-    /// from it.
+    /// from it. Retries are not failures: only the write that succeeded
+    /// or the one that was given up on is counted.
     pub fn stored(&self, frontend: Frontend, tally: &Tally, rejected: usize) {
         let c = self.counters(frontend);
-        c.writes.fetch_add(1, Ordering::Relaxed);
+        if tally.rows > 0 {
+            c.writes.fetch_add(1, Ordering::Relaxed);
+        }
         c.rows.fetch_add(tally.rows, Ordering::Relaxed);
         c.rejected.fetch_add(rejected as u64, Ordering::Relaxed);
         if tally.databases.is_empty() {
@@ -135,13 +139,6 @@ impl IngestStats {
                 }
             }
         }
-    }
-
-    /// Input refused before any of it was stored.
-    pub fn rejected(&self, frontend: Frontend, lines: usize) {
-        self.counters(frontend)
-            .rejected
-            .fetch_add(lines as u64, Ordering::Relaxed);
     }
 
     /// A write that failed as a whole.
@@ -194,9 +191,10 @@ mod tests {
         };
         stats.stored(Frontend::Mqtt, &t, 1);
         stats.stored(Frontend::Mqtt, &t, 0);
+        stats.stored(Frontend::Mqtt, &Tally::default(), 2);
         stats.failed(Frontend::Tcp);
         let m = stats.totals(Frontend::Mqtt);
-        assert_eq!((m.writes, m.rows, m.rejected, m.failures), (2, 10, 1, 0));
+        assert_eq!((m.writes, m.rows, m.rejected, m.failures), (2, 10, 3, 0));
         assert_eq!(stats.totals(Frontend::Tcp).failures, 1);
         assert_eq!(stats.totals(Frontend::Http), FrontendTotals::default());
         assert_eq!(

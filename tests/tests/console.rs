@@ -212,10 +212,16 @@ fn the_ingest_view_moves_with_mqtt_and_shows_dead_letters() {
     o.set_keep_alive(Duration::from_secs(30));
     let (client, mut conn) = Client::new(o, 100);
     thread::spawn(move || for _ in conn.iter() {});
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let publisher = {
         let client = client.clone();
+        let stop = stop.clone();
         thread::spawn(move || {
-            for i in 0..200 {
+            // Until the page has seen the rate (or a minute at most).
+            for i in 0..1200 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
                 let body: String = (0..50)
                     .map(|j| format!("meter,unit=u{j} kw={i}.5\n"))
                     .collect();
@@ -242,6 +248,7 @@ fn the_ingest_view_moves_with_mqtt_and_shows_dead_letters() {
             .and_then(|e| b.attr(e, "data-value"))
             .is_some_and(|v| v.trim() != "0" && !v.is_empty())
     });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     client
         .publish("ingest/site", QoS::AtLeastOnce, false, "not line protocol")
         .unwrap();
@@ -292,8 +299,12 @@ fn with_a_token_the_console_asks_for_it_and_nothing_is_readable_without() {
     let token = b.wait("#token-input", WAIT);
     b.type_into(&token, "wrong");
     b.click_css("#login-submit");
-    thread::sleep(Duration::from_millis(500));
-    assert!(b.displayed(&login), "a wrong token must not get in");
+    b.wait_until("a wrong token is reported refused", WAIT, |b| {
+        b.displayed(&login)
+            && b.find_all("#login-message")
+                .first()
+                .is_some_and(|m| b.text(m).contains("refused"))
+    });
     b.js("document.querySelector('#token-input').value = '';", vec![]);
     b.type_into(&token, "s3cret-console");
     b.click_css("#login-submit");

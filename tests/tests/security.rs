@@ -1,12 +1,13 @@
 //! With a token configured, no port and no endpoint reads or writes without
 //! it: every HTTP endpoint, the PostgreSQL port (SCRAM-SHA-256, driven by
-//! psql) and the raw TCP port, tried without credentials and with wrong
-//! ones. Each refusal says why and never echoes the secret.
+//! psql), the MQTT broker (rumqttc) and the raw TCP port, tried without
+//! credentials and with wrong ones. Each refusal says why and never echoes the secret.
 
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use rumqttc::{Client, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
 use sluice_tests::TestServer;
 
 const TOKEN: &str = "tok-8c1f0e9d";
@@ -150,6 +151,54 @@ fn raw_tcp_is_closed_while_authentication_is_on() {
     open.wait_scalar(
         "default",
         "SELECT count(*) FROM trusted",
+        1,
+        Duration::from_secs(20),
+    );
+}
+
+/// What the broker answers a CONNECT with these credentials.
+fn mqtt_connect(s: &TestServer, login: Option<(&str, &str)>) -> (Client, Result<(), String>) {
+    let mut o = MqttOptions::new("sec-probe", s.mqtt.ip().to_string(), s.mqtt.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    if let Some((u, p)) = login {
+        o.set_credentials(u, p);
+    }
+    let (client, mut conn) = Client::new(o, 10);
+    let answer = loop {
+        match conn.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                break if ack.code == ConnectReturnCode::Success {
+                    Ok(())
+                } else {
+                    Err(format!("{:?}", ack.code))
+                };
+            }
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => break Err(e.to_string()),
+            Err(e) => break Err(format!("no CONNACK: {e:?}")),
+        }
+    };
+    if answer.is_ok() {
+        std::thread::spawn(move || for _ in conn.iter() {});
+    }
+    (client, answer)
+}
+
+#[test]
+fn the_mqtt_broker_asks_for_the_token() {
+    let s = secured(&[]);
+    let (_, anonymous) = mqtt_connect(&s, None);
+    assert!(anonymous.is_err(), "an anonymous client got in");
+    let (_, wrong) = mqtt_connect(&s, Some(("plc-7", "guess")));
+    assert!(wrong.is_err(), "a wrong password got in");
+    let (client, ok) = mqtt_connect(&s, Some(("plc-7", TOKEN)));
+    ok.expect("the token as password");
+    client
+        .publish("ingest/plant", QoS::AtLeastOnce, false, "meter kw=3 1")
+        .unwrap();
+    s.wait_scalar(
+        "plant",
+        "SELECT count(*) FROM meter",
         1,
         Duration::from_secs(20),
     );

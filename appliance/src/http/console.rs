@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -38,20 +38,43 @@ struct Served {
     content_type: &'static str,
 }
 
+type Files = HashMap<String, Arc<Served>>;
+
 pub struct Assets {
     dir: Option<PathBuf>,
-    /// Embedded files, compressed once on first request.
-    cache: Mutex<HashMap<String, Arc<Served>>>,
+    /// The built-in files, compressed once, off the request path.
+    embedded: Arc<OnceLock<Files>>,
+}
+
+fn embedded_files() -> Files {
+    Bundle::iter()
+        .filter_map(|path| {
+            let file = Bundle::get(&path)?;
+            let hash = file.metadata.sha256_hash();
+            let mut short = [0u8; 8];
+            short.copy_from_slice(&hash[..8]);
+            let s = served(&path, Bytes::from(file.data.into_owned()), short);
+            Some((path.to_string(), Arc::new(s)))
+        })
+        .collect()
 }
 
 impl Assets {
     pub fn new(dir: Option<PathBuf>) -> Self {
-        Assets {
-            dir,
-            cache: Mutex::new(HashMap::new()),
+        let embedded = Arc::new(OnceLock::new());
+        if dir.is_none() {
+            let e = embedded.clone();
+            // A request that comes first waits for this (or does it).
+            let _ = std::thread::Builder::new()
+                .name("sluice-ui-assets".into())
+                .spawn(move || {
+                    e.get_or_init(embedded_files);
+                });
         }
+        Assets { dir, embedded }
     }
 
+    /// Blocking (a file read, compression): call it off the async threads.
     fn load(&self, path: &str) -> Option<Arc<Served>> {
         if let Some(dir) = &self.dir {
             let rel = Path::new(path);
@@ -67,20 +90,7 @@ impl Assets {
                 h.finish().to_be_bytes(),
             )));
         }
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(s) = cache.get(path) {
-            return Some(s.clone());
-        }
-        let file = Bundle::get(path)?;
-        let hash = file.metadata.sha256_hash();
-        let mut short = [0u8; 8];
-        short.copy_from_slice(&hash[..8]);
-        let s = Arc::new(served(path, Bytes::from(file.data.into_owned()), short));
-        cache.insert(path.to_string(), s.clone());
-        Some(s)
+        self.embedded.get_or_init(embedded_files).get(path).cloned()
     }
 }
 
@@ -104,7 +114,7 @@ fn served(path: &str, body: Bytes, hash: [u8; 8]) -> Served {
 }
 
 fn gzip(body: &[u8]) -> Option<Bytes> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(body).ok()?;
     enc.finish().ok().map(Bytes::from)
 }
@@ -186,7 +196,7 @@ pub async fn to_console() -> Redirect {
 
 /// `GET /ui/`.
 pub async fn index(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    file(&st, "index.html", &headers)
+    file(st, "index.html".into(), &headers).await
 }
 
 /// `GET /ui/{*path}`.
@@ -195,11 +205,21 @@ pub async fn asset(
     axum::extract::Path(path): axum::extract::Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    file(&st, &path, &headers)
+    file(st, path, &headers).await
 }
 
-fn file(st: &AppState, path: &str, headers: &HeaderMap) -> Response {
-    match st.ui.load(path) {
+async fn file(st: Arc<AppState>, path: String, headers: &HeaderMap) -> Response {
+    let found = match st.ui.embedded.get() {
+        Some(files) if st.ui.dir.is_none() => files.get(&path).cloned(),
+        _ => {
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || st.ui.load(&p))
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    match found {
         Some(s) => respond(&s, headers),
         None => (
             StatusCode::NOT_FOUND,

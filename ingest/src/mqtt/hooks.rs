@@ -24,6 +24,8 @@ use super::RouteTable;
 /// Username and password from the configuration.
 pub struct Auth {
     pub users: BTreeMap<String, String>,
+    /// The API token, accepted as the password of any user name.
+    pub token: Option<String>,
 }
 
 /// Equal-time comparison, so a password cannot be guessed by timing.
@@ -39,13 +41,17 @@ impl Handler for Auth {
         };
         let user = info.username().map(|u| u.to_string());
         let password = info.password();
-        let ok = match (user, password) {
-            (Some(u), Some(p)) => self
-                .users
-                .get(&u)
-                .is_some_and(|expected| same(expected.as_bytes(), p)),
-            _ => false,
-        };
+        let by_token = password
+            .zip(self.token.as_deref())
+            .is_some_and(|(p, t)| same(t.as_bytes(), p));
+        let ok = by_token
+            || match (user, password) {
+                (Some(u), Some(p)) => self
+                    .users
+                    .get(&u)
+                    .is_some_and(|expected| same(expected.as_bytes(), p)),
+                _ => false,
+            };
         let result = if ok {
             AuthResult::Allow(false, None)
         } else {

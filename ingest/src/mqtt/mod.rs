@@ -33,8 +33,12 @@ use crate::route::{Format, Route, TopicPattern};
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
     pub addr: SocketAddr,
-    /// Username → password; empty allows anonymous clients.
+    /// Username → password. With no users and no token, anonymous
+    /// clients are allowed.
     pub users: BTreeMap<String, String>,
+    /// The API token: when set, a client must log in, and the token is a
+    /// valid password for any user name.
+    pub token: Option<String>,
     /// Route `ingest/<db>` (line protocol) to database `<db>`.
     pub ingest_topics: bool,
     pub max_payload_bytes: usize,
@@ -198,7 +202,7 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
         // PUBACKs are tiny; Nagle would hold them back.
         .nodelay(true)
         .max_packet_size(max_packet)
-        .allow_anonymous(cfg.users.is_empty())
+        .allow_anonymous(cfg.users.is_empty() && cfg.token.is_none())
         // Receive Maximum, and so the most QoS 1 publishes of a connection
         // that the (patched) broker checks as one batch: one durable write
         // acknowledges them all.
@@ -230,12 +234,13 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
     let pipeline =
         pipeline::Pipeline::start(engine, routes.clone()).map_err(MqttError::Committer)?;
     let register = scx.extends.hook_mgr().register();
-    if !cfg.users.is_empty() {
+    if !cfg.users.is_empty() || cfg.token.is_some() {
         register
             .add(
                 Type::ClientAuthenticate,
                 Box::new(hooks::Auth {
                     users: cfg.users.clone(),
+                    token: cfg.token.clone(),
                 }),
             )
             .await;
