@@ -28,6 +28,8 @@ Settings (section.key = default):
   http.auth_token                      if set, required as Token/Bearer/basic password/p=
   http.metrics_public = false          serve /metrics without the token
   http.ui_dir                          serve the console from this folder, not the binary
+  [tls] cert, key, client_ca           PEM files: HTTPS only, TLS offered on the PostgreSQL
+                                       port, client certificates required if client_ca; SIGHUP reloads
   lp_tcp.enabled = true                line protocol over TCP
   lp_tcp.addr = \"127.0.0.1:8094\"
   lp_tcp.database = \"default\"          database for TCP lines
@@ -107,6 +109,9 @@ pub struct Config {
     pub mqtt: MqttSection,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaSection>,
+    /// Present: HTTP speaks only TLS and the PostgreSQL port offers it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsSection>,
     pub log: LogSection,
 }
 
@@ -335,8 +340,8 @@ impl Config {
         }
         // Only variables naming a known section are settings; other SLUICE_*
         // variables in the environment are not ours to reject.
-        const SECTIONS: [&str; 8] = [
-            "engine", "http", "lp_tcp", "pg", "storage", "mqtt", "kafka", "log",
+        const SECTIONS: [&str; 9] = [
+            "engine", "http", "lp_tcp", "pg", "storage", "mqtt", "kafka", "tls", "log",
         ];
         fig = fig.merge(Env::prefixed("SLUICE_").split("__").filter(|k| {
             let k = k.as_str().to_ascii_lowercase();

@@ -7,6 +7,7 @@ mod http;
 mod kafka;
 mod pg;
 mod status;
+mod tls;
 
 use std::net::TcpListener;
 use std::process::ExitCode;
@@ -77,6 +78,11 @@ fn main() -> ExitCode {
 const SQL_THREAD_STACK: usize = 16 << 20;
 
 fn serve(cfg: Config) -> Result<(), String> {
+    // Bad certificate files fail startup, before anything else starts.
+    let tls = match &cfg.tls {
+        Some(t) => Some(tls::Tls::load(t).map_err(|e| e.to_string())?),
+        None => None,
+    };
     // Bind everything before starting shards, so a taken port fails fast and clearly.
     let http_listener = TcpListener::bind(cfg.http.addr)
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", cfg.http.addr))?;
@@ -179,7 +185,12 @@ fn serve(cfg: Config) -> Result<(), String> {
         if let Some(l) = pg_listener {
             let l = tokio::net::TcpListener::from_std(l)
                 .map_err(|e| format!("PostgreSQL listener: {e}"))?;
-            tokio::spawn(pg::serve(l, pg_query, cfg.http.auth_token.clone()));
+            tokio::spawn(pg::serve(
+                l,
+                pg_query,
+                cfg.http.auth_token.clone(),
+                tls.clone(),
+            ));
         }
         let broker = if cfg.mqtt.enabled {
             Some(
@@ -203,6 +214,7 @@ fn serve(cfg: Config) -> Result<(), String> {
         });
         tracing::info!(
             http = %cfg.http.addr,
+            tls = cfg.tls.is_some(),
             mqtt = %broker.as_ref().map_or("off".to_string(), |b| b.local_addr.to_string()),
             kafka = %cfg.kafka.as_ref().map_or("off".to_string(), |k| k.brokers.clone()),
             lp_tcp = %if tcp_open { cfg.lp_tcp.addr.to_string() } else { "off".into() },
@@ -211,10 +223,23 @@ fn serve(cfg: Config) -> Result<(), String> {
             shards = cfg.engine.shards,
             "sluice is ready"
         );
-        axum::serve(listener, http::router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|e| format!("HTTP server: {e}"))
+        let app = http::router(state);
+        match tls {
+            Some(tls) => {
+                tls::reload_on_hangup(tls.clone());
+                let listener = tls::TlsListener::new(listener, tls)
+                    .map_err(|e| format!("HTTPS listener: {e}"))?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+        }
+        .map_err(|e| format!("HTTP server: {e}"))
     });
     // The consumer commits what is durable and leaves its group while the
     // shards still take writes.

@@ -181,7 +181,12 @@ impl TestServer {
                     panic!("sluice exited during startup ({status}):\n{}", self.log());
                 }
             }
-            if let Ok(r) = self.client.get(self.url("/health")).send() {
+            // Over HTTPS this client cannot ask; the server says when it is.
+            if self.config_text().contains("[tls]") {
+                if self.log().contains("sluice is ready") {
+                    return;
+                }
+            } else if let Ok(r) = self.client.get(self.url("/health")).send() {
                 if r.status().is_success() {
                     return;
                 }
@@ -189,6 +194,13 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("sluice did not become ready:\n{}", self.log());
+    }
+
+    fn config_text(&self) -> String {
+        self.config
+            .as_ref()
+            .and_then(|c| std::fs::read_to_string(c).ok())
+            .unwrap_or_default()
     }
 
     pub fn log(&self) -> String {

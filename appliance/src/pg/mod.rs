@@ -264,6 +264,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     query: Arc<QueryEngine>,
     token: Option<String>,
+    tls: Option<Arc<crate::tls::Tls>>,
 ) {
     let parser = Arc::new(NoopQueryParser::new());
     let startup = Arc::new(auth::Startup::new(token.as_deref()));
@@ -285,8 +286,9 @@ pub async fn serve(
             }),
             startup: startup.clone(),
         };
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+            if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
                 tracing::debug!(%peer, error = %e, "PostgreSQL connection ended");
             }
         });

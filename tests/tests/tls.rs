@@ -1,0 +1,333 @@
+//! TLS on the HTTP API and the PostgreSQL port, with certificates made by
+//! the openssl command line, checked with curl, psql and Python's ssl
+//! module: the right CA verifies, a wrong CA and plain HTTP are refused,
+//! SIGHUP swaps the certificate without dropping an open connection, and a
+//! client CA makes client certificates mandatory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use sluice_tests::TestServer;
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let (ok, out) = run(Command::new("openssl").args(args).current_dir(dir));
+    assert!(ok, "openssl {args:?}: {out}");
+}
+
+/// A CA named `name`: `name.pem`, `name.key`.
+fn ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+}
+
+/// A certificate for 127.0.0.1 signed by `ca`: `name.pem`, `name.key`.
+fn leaf(dir: &Path, ca: &str, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path(), "ca1");
+        ca(dir.path(), "ca2");
+        leaf(dir.path(), "ca1", "server1");
+        leaf(dir.path(), "ca2", "server2");
+        leaf(dir.path(), "ca1", "client");
+        // The server reads these two names; a renewal replaces them.
+        for ext in ["pem", "key"] {
+            std::fs::copy(
+                dir.path().join(format!("server1.{ext}")),
+                dir.path().join(format!("server.{ext}")),
+            )
+            .unwrap();
+        }
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config(&self, client_ca: bool) -> String {
+        let mut t = format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n",
+            self.path("server.pem"),
+            self.path("server.key")
+        );
+        if client_ca {
+            t.push_str(&format!("client_ca = {:?}\n", self.path("ca1.pem")));
+        }
+        t
+    }
+}
+
+fn curl(s: &TestServer, args: &[&str], path: &str) -> (bool, String) {
+    run(Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .arg(format!("https://127.0.0.1:{}{path}", s.http.port())))
+}
+
+#[test]
+fn https_verifies_against_its_ca_and_nothing_else() {
+    let pki = Pki::new();
+    let s = TestServer::start_with(&[], Some(&pki.config(false)));
+    let ca1 = pki.path("ca1.pem");
+    let ca2 = pki.path("ca2.pem");
+    let (ok, out) = curl(&s, &["--cacert", ca1.to_str().unwrap()], "/health");
+    assert!(ok, "{out}");
+    let (ok, out) = curl(
+        &s,
+        &[
+            "--cacert",
+            ca1.to_str().unwrap(),
+            "-XPOST",
+            "--data-binary",
+            "m v=1 1",
+        ],
+        "/write?db=tls",
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = curl(
+        &s,
+        &[
+            "--cacert",
+            ca1.to_str().unwrap(),
+            "--data-urlencode",
+            "q=SELECT count(*) FROM tls.m",
+            "-G",
+        ],
+        "/api/v1/sql",
+    );
+    assert!(ok && out.contains("[[1]]"), "{out}");
+    let (ok, out) = curl(&s, &["--cacert", ca2.to_str().unwrap()], "/health");
+    assert!(!ok, "a certificate of another CA was accepted: {out}");
+    let (ok, out) = run(Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(s.url("/health")));
+    assert!(!ok, "plain HTTP was answered on the TLS port: {out}");
+}
+
+#[test]
+fn sighup_swaps_the_certificate_without_dropping_connections() {
+    let pki = Pki::new();
+    let s = TestServer::start_with(&[], Some(&pki.config(false)));
+    // One connection, kept open across the reload: it asks before and after.
+    let script = r#"
+import http.client, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+c = http.client.HTTPSConnection("127.0.0.1", int(sys.argv[1]), context=ctx, timeout=10)
+c.request("GET", "/health"); r = c.getresponse(); r.read(); assert r.status == 200
+print("before", flush=True)
+sys.stdin.readline()
+c.request("GET", "/health"); r = c.getresponse(); r.read(); assert r.status == 200
+print("after")
+"#;
+    let mut held = Command::new("python3")
+        .args(["-c", script, &s.http.port().to_string()])
+        .arg(pki.path("ca1.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(held.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "before");
+
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            pki.path(&format!("server2.{ext}")),
+            pki.path(&format!("server.{ext}")),
+        )
+        .unwrap();
+    }
+    let kill = Command::new("kill")
+        .args(["-HUP", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.log().contains("TLS certificate reloaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ca2 = pki.path("ca2.pem");
+    let (ok, text) = curl(&s, &["--cacert", ca2.to_str().unwrap()], "/health");
+    assert!(ok, "the new certificate is not served: {text}");
+    let ca1 = pki.path("ca1.pem");
+    let (ok, _) = curl(&s, &["--cacert", ca1.to_str().unwrap()], "/health");
+    assert!(
+        !ok,
+        "the old certificate is still served to new connections"
+    );
+
+    use std::io::Write as _;
+    writeln!(held.stdin.as_mut().unwrap()).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(held.wait().unwrap().success(), "the open connection broke");
+    assert_eq!(rest.trim(), "after");
+
+    // A broken file is refused and the certificate in use stays.
+    std::fs::write(pki.path("server.pem"), "not a certificate").unwrap();
+    Command::new("kill")
+        .args(["-HUP", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.log().contains("TLS reload failed") {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (ok, text) = curl(&s, &["--cacert", ca2.to_str().unwrap()], "/health");
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn client_certificates_are_required_when_a_client_ca_is_set() {
+    let pki = Pki::new();
+    let s = TestServer::start_with(&[], Some(&pki.config(true)));
+    let ca1 = pki.path("ca1.pem");
+    let (ok, out) = curl(&s, &["--cacert", ca1.to_str().unwrap()], "/health");
+    assert!(!ok, "no client certificate got in: {out}");
+    let (ok, out) = curl(
+        &s,
+        &[
+            "--cacert",
+            ca1.to_str().unwrap(),
+            "--cert",
+            pki.path("client.pem").to_str().unwrap(),
+            "--key",
+            pki.path("client.key").to_str().unwrap(),
+        ],
+        "/health",
+    );
+    assert!(ok, "{out}");
+    // Signed by another CA: refused.
+    let (ok, out) = curl(
+        &s,
+        &[
+            "--cacert",
+            ca1.to_str().unwrap(),
+            "--cert",
+            pki.path("server2.pem").to_str().unwrap(),
+            "--key",
+            pki.path("server2.key").to_str().unwrap(),
+        ],
+        "/health",
+    );
+    assert!(!ok, "a client certificate of another CA got in: {out}");
+}
+
+#[test]
+fn psql_verifies_the_server_over_tls() {
+    let pki = Pki::new();
+    let s = TestServer::start_with(&[], Some(&pki.config(false)));
+    let (ok, out) = curl(
+        &s,
+        &[
+            "--cacert",
+            pki.path("ca1.pem").to_str().unwrap(),
+            "-XPOST",
+            "--data-binary",
+            "m v=7 1",
+        ],
+        "/write?db=plant",
+    );
+    assert!(ok, "{out}");
+    let conn = |ca: &str| {
+        format!(
+            "host=127.0.0.1 port={} dbname=plant user=ops sslmode=verify-ca sslrootcert={}",
+            s.pg.port(),
+            pki.path(ca).display()
+        )
+    };
+    let (ok, out) = run(Command::new("psql")
+        .args(["-X", "-A", "-t", "-c", "SELECT v FROM m"])
+        .arg(conn("ca1.pem"))
+        .env("PGCONNECT_TIMEOUT", "10"));
+    assert!(ok && out.trim() == "7", "{out}");
+    let (ok, out) = run(Command::new("psql")
+        .args(["-X", "-A", "-t", "-c", "SELECT 1"])
+        .arg(conn("ca2.pem"))
+        .env("PGCONNECT_TIMEOUT", "10"));
+    assert!(!ok, "psql accepted a server its CA did not sign: {out}");
+}
