@@ -140,13 +140,28 @@ export function sqlResponse(sql, db, format = "json", signal) {
   });
 }
 
+/**
+ * JSON.parse that keeps integers beyond ±2^53 exact: such a number comes back
+ * as its source text (a string), everything else as JSON.parse gives it. Needs
+ * the reviver's source-text context (Chromium 114+); without it the numbers
+ * are rounded as before. Texts with no run of 16 digits skip the reviver.
+ */
+export function parseJsonLossless(text) {
+  if (!/\d{16}/.test(text)) return JSON.parse(text);
+  return JSON.parse(text, (key, value, context) =>
+    typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?\d+$/.test(context.source)
+      ? context.source
+      : value,
+  );
+}
+
 /** Runs SQL; resolves to {columns, rows, error?}. */
 export async function runSql(sql, db, signal) {
   const res = await sqlResponse(sql, db, "json", signal);
   const text = await res.text();
   let doc;
   try {
-    doc = JSON.parse(text);
+    doc = parseJsonLossless(text);
   } catch {
     // A stream cut short: report what is known.
     throw new ApiError("the server sent an incomplete result", res.status, { error: "incomplete JSON result" });

@@ -83,11 +83,37 @@ export function parseCsv(text, delimiter = detectDelimiter(text)) {
   return { header, records: rows.slice(1) };
 }
 
-const NUMBER_RE = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+const NUMBER_RE = /^([+-]?)(?:(\d+)(?:\.(\d*))?|\.(\d+))(?:[eE]([+-]?\d+))?$/;
+const INT_RE = /^[+-]?\d+$/;
 const BOOL_RE = /^(true|false)$/i;
+const I64_MIN = -(2n ** 63n);
+const I64_MAX = 2n ** 63n - 1n;
 
-/** "float" | "boolean" | "string" for a column, judged on all its non-empty values. */
+/** The field types a CSV column can be written as. */
+export const FIELD_TYPES = ["integer", "float", "string", "boolean"];
+
+/** Line-protocol integer (`-12i`) for an integer text within int64, else null. */
+export function lpInteger(v) {
+  if (!INT_RE.test(v)) return null;
+  const n = BigInt(v);
+  return n < I64_MIN || n > I64_MAX ? null : v.replace(/^\+/, "") + "i";
+}
+
+/**
+ * Line-protocol float for a decimal text, digits as written (`+.5` → `0.5`,
+ * `1.` → `1`), or null when it is not a number or not finite (`1e400`).
+ */
+export function lpFloat(v) {
+  const m = NUMBER_RE.exec(v);
+  if (!m || !Number.isFinite(+v)) return null;
+  const [, sign, int, frac, onlyFrac, exp] = m;
+  const digits = int !== undefined ? int + (frac ? "." + frac : "") : "0." + onlyFrac;
+  return (sign === "-" ? "-" : "") + digits + (exp !== undefined ? "e" + exp : "");
+}
+
+/** "integer" | "float" | "boolean" | "string" for a column, judged on all its non-empty values. */
 export function inferType(records, index) {
+  let ints = true;
   let numbers = true;
   let bools = true;
   let any = false;
@@ -95,12 +121,13 @@ export function inferType(records, index) {
     const v = (r.values[index] ?? "").trim();
     if (v === "") continue;
     any = true;
-    if (numbers && !NUMBER_RE.test(v)) numbers = false;
+    if (numbers && !NUMBER_RE.test(v)) numbers = ints = false;
+    else if (ints && lpInteger(v) === null) ints = false;
     if (bools && !BOOL_RE.test(v)) bools = false;
     if (!numbers && !bools) return "string";
   }
   if (!any) return "string";
-  return numbers ? "float" : bools ? "boolean" : "string";
+  return ints ? "integer" : numbers ? "float" : bools ? "boolean" : "string";
 }
 
 /** Guesses the time format from a sample value: "iso" or an epoch unit. */
@@ -150,7 +177,7 @@ export function epochToNanos(text, unit) {
 
 /**
  * Builds the converter for a CSV layout. `columns` lists, per CSV column,
- * {role: "tag"|"field"|"time"|"ignore", type: "float"|"boolean"|"string"}.
+ * {role: "tag"|"field"|"time"|"ignore", type: one of FIELD_TYPES}.
  * `timeFormat` is "iso" or "s"/"ms"/"us"/"ns" (epoch). The returned precision
  * is what /write must be told.
  */
@@ -187,10 +214,14 @@ export function makeConverter({ header, columns, measurement, timeFormat }) {
       if (v === "") continue;
       let enc;
       const type = columns[i].type;
-      if (type === "float" && NUMBER_RE.test(v)) enc = String(+v);
-      else if (type === "boolean" && BOOL_RE.test(v)) enc = v.toLowerCase();
-      else if (type === "float" || type === "boolean") return { error: `column ${header[i]}: "${v}" is not a ${type}` };
+      if (type === "integer") enc = lpInteger(v);
+      else if (type === "float") enc = lpFloat(v);
+      else if (type === "boolean") enc = BOOL_RE.test(v) ? v.toLowerCase() : null;
       else enc = escapeString(raw);
+      if (enc === null) {
+        const what = type === "integer" ? "an integer in the 64-bit range" : type === "float" ? "a finite number" : "a boolean";
+        return { error: `column ${header[i]}: "${v}" is not ${what}` };
+      }
       out += sep + fieldKeys[k] + "=" + enc;
       sep = ",";
       nFields++;

@@ -94,6 +94,26 @@ const errorField = StateField.define({
 });
 
 /**
+ * Where to mark an error at 1-based `line`/`column` of a text sent from
+ * offset `base` of `doc` (a CodeMirror Text): {from, to, lineFrom}, the word
+ * at the position or one character. `base` is clamped to the document, which
+ * may have shrunk since; null when the line lies past its end.
+ */
+export function errorRange(doc, line, column, base = 0) {
+  base = Math.min(Math.max(0, base | 0), doc.length);
+  const baseLine = doc.lineAt(base);
+  const lineNo = Math.max(1, baseLine.number + line - 1);
+  if (lineNo > doc.lines) return null;
+  const l = doc.line(lineNo);
+  const col0 = line === 1 ? base - baseLine.from + column - 1 : column - 1;
+  const from = Math.min(l.to, l.from + Math.max(0, col0));
+  let to = from;
+  while (to < l.to && /[\w"'.$]/.test(l.text[to - l.from])) to++;
+  if (to === from && from < l.to) to = from + 1;
+  return { from, to, lineFrom: l.from };
+}
+
+/**
  * Creates the editor in `parent`. `onRun()` is called on Ctrl/Cmd+Enter.
  * Returns an object with the view and helpers.
  */
@@ -172,18 +192,9 @@ export function createEditor(parent, { doc = "", onRun }) {
      * which started at document offset `base`.
      */
     markError(line, column, message, base = 0) {
-      const doc = view.state.doc;
-      const baseLine = doc.lineAt(base);
-      const lineNo = Math.min(doc.lines, Math.max(1, baseLine.number + line - 1));
-      const l = doc.line(lineNo);
-      const col0 = line === 1 ? base - baseLine.from + column - 1 : column - 1;
-      const from = Math.min(l.to, l.from + Math.max(0, col0));
-      // Mark the word at the position, or one character.
-      let to = from;
-      const text = l.text;
-      while (to < l.to && /[\w"'.$]/.test(text[to - l.from])) to++;
-      if (to === from && from < l.to) to = from + 1;
-      view.dispatch({ effects: [setError.of({ from, to, lineFrom: l.from, message }), EditorView.scrollIntoView(from, { y: "nearest" })] });
+      const r = errorRange(view.state.doc, line, column, base);
+      if (!r) return; // the text changed since it was sent
+      view.dispatch({ effects: [setError.of({ ...r, message }), EditorView.scrollIntoView(r.from, { y: "nearest" })] });
     },
     clearError() {
       view.dispatch({ effects: setError.of(null) });

@@ -18,6 +18,31 @@ function cellText(v) {
   return String(v);
 }
 
+// What a cell sorts by: numbers as numbers, integers the server sent as text
+// (beyond ±2^53) as BigInt, which compares exactly with Numbers too.
+function sortKey(v, numeric) {
+  if (v === null || v === undefined) return null;
+  if (!numeric) return String(v);
+  if (typeof v === "number") return v;
+  if (typeof v === "string" && /^-?\d+$/.test(v)) return BigInt(v);
+  return +v;
+}
+
+/** Row indexes of `rows` sorted on column `col` (dir 1 or -1), NULLs last, stable. */
+export function sortOrder(rows, col, dir, numeric) {
+  const keys = rows.map((r) => sortKey(r[col], numeric));
+  const idx = Array.from(rows.keys());
+  idx.sort((a, b) => {
+    const x = keys[a];
+    const y = keys[b];
+    if (x === null) return y === null ? a - b : 1; // NULLs last either way
+    if (y === null) return -1;
+    const c = x < y ? -1 : x > y ? 1 : 0;
+    return c * dir || a - b;
+  });
+  return idx;
+}
+
 export class Grid {
   constructor(root) {
     this.root = root;
@@ -41,13 +66,26 @@ export class Grid {
     });
   }
 
-  /** Shows a result: columns [{name, type}], rows [[...]]. */
-  setData(columns, rows) {
+  /**
+   * Shows a result: columns [{name, type}], rows [[...]]. With `keep` (a
+   * refresh of the same query) the sort, by column name, and the scroll
+   * position stay.
+   */
+  setData(columns, rows, { keep = false } = {}) {
+    const old = keep && this.sort ? { ...this.sort, name: this.columns[this.sort.col].name } : null;
+    const { scrollTop, scrollLeft } = this.root;
     this.columns = columns;
     this.rows = rows;
     this.order = null;
     this.sort = null;
     this.numeric = columns.map((c) => isNumericType(c.type));
+    if (old) {
+      const col = columns[old.col] && columns[old.col].name === old.name ? old.col : columns.findIndex((c) => c.name === old.name);
+      if (col >= 0) {
+        this.sort = { col, dir: old.dir };
+        this.order = sortOrder(rows, col, old.dir, this.numeric[col]);
+      }
+    }
     this.widths = this.measure();
     const digits = String(rows.length).length;
     this.numW = Math.max(40, digits * CHAR_PX + 16);
@@ -60,8 +98,8 @@ export class Grid {
     this.body.style.height = rows.length * ROW_H + "px";
     for (const r of this.pool) r.el.remove();
     this.pool = [];
-    this.root.scrollTop = 0;
-    this.root.scrollLeft = 0;
+    this.root.scrollTop = keep ? scrollTop : 0;
+    this.root.scrollLeft = keep ? scrollLeft : 0;
     this.render();
   }
 
@@ -111,19 +149,7 @@ export class Grid {
       this.order = null;
     } else {
       this.sort = { col, dir };
-      const rows = this.rows;
-      const idx = Array.from(rows.keys());
-      const num = this.numeric[col];
-      idx.sort((a, b) => {
-        const x = rows[a][col];
-        const y = rows[b][col];
-        if (x === y) return a - b;
-        if (x === null || x === undefined) return 1; // NULLs last either way
-        if (y === null || y === undefined) return -1;
-        const c = num ? +x - +y : String(x) < String(y) ? -1 : String(x) > String(y) ? 1 : 0;
-        return c * dir || a - b;
-      });
-      this.order = idx;
+      this.order = sortOrder(this.rows, col, dir, this.numeric[col]);
     }
     this.renderHeader();
     for (const r of this.pool) r.idx = -1;

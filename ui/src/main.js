@@ -140,6 +140,7 @@ apiJson("/api/v1/status")
 window.sluiceConsole = {
   editor,
   run: () => sqlView.run(),
+  timings: sqlView.timings,
   setQuery,
   setDb: (name) => sqlView.selectDb(name),
   showView,

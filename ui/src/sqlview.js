@@ -27,13 +27,17 @@ export function initSqlView({ editor, getDb }) {
   const errorBox = $("#error");
   let inFlight = null;
   let lastResult = null;
+  // Where the last run's time went, for benches/console.sh.
+  const timings = {};
   let mode = loadJson(MODE_KEY, "both");
   let lastRun = null; // what auto-refresh repeats: {text, db, base}
 
   // ---- running -------------------------------------------------------------
   async function run({ fromRefresh = false } = {}) {
+    // A refresh repeats the last query run, not what is being typed meanwhile;
+    // before the first run there is nothing to repeat.
+    if (fromRefresh && !lastRun) return;
     const sel = fromRefresh ? null : editor.getSelection();
-    // A refresh repeats the last query run, not what is being typed meanwhile.
     const again = fromRefresh && lastRun;
     const text = again ? lastRun.text : sel ? sel.text : editor.getText();
     const base = again ? lastRun.base : sel ? sel.from : 0;
@@ -60,7 +64,9 @@ export function initSqlView({ editor, getDb }) {
       if (ctl.signal.aborted) return;
       const ms = performance.now() - t0;
       lastResult = res;
-      showResult(res, ms);
+      // A refresh shows the same query again: keep the grid's sort and scroll.
+      showResult(res, ms, !!again);
+      timings.total_ms = performance.now() - t0;
       if (res.error) showError({ message: res.error, sqlstate: null, position: null, midStream: true }, base);
       else hideError();
     } catch (e) {
@@ -80,12 +86,17 @@ export function initSqlView({ editor, getDb }) {
     }
   }
 
-  function showResult(res, ms) {
+  function showResult(res, ms, keep = false) {
     const n = res.rows.length;
     status.textContent = `${n} ${n === 1 ? "row" : "rows"} · ${formatNumber(ms)} ms` +
       (res.columns.length ? ` · ${res.columns.length} columns` : "");
-    grid.setData(res.columns, res.rows);
+    timings.fetch_ms = ms;
+    let t = performance.now();
+    grid.setData(res.columns, res.rows, { keep });
+    timings.grid_ms = performance.now() - t;
+    t = performance.now();
     drawChart(res);
+    timings.chart_ms = performance.now() - t;
   }
 
   function drawChart(res) {
@@ -293,5 +304,6 @@ export function initSqlView({ editor, getDb }) {
     chart,
     retheme: () => chart.retheme(),
     selectDb,
+    timings,
   };
 }

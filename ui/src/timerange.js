@@ -97,10 +97,28 @@ function exprEnd(toks, i, to) {
 }
 
 /**
+ * Index of the first token of a bound's left-hand side ending just before
+ * token `i` (stops after AND/OR/WHERE/ON/…, a comma or `(` at depth 0).
+ */
+function exprStart(toks, i, from) {
+  let depth = 0;
+  const stop = new Set(["and", "or", "not", "where", "on", "having", "when", "then", "else", "select", "from"]);
+  for (; i >= from; i--) {
+    const t = toks[i];
+    if (t.text === ")") depth++;
+    else if (t.text === "(") {
+      if (depth === 0) return i + 1;
+      depth--;
+    } else if (depth === 0 && (t.text === "," || stop.has(lower(t)))) return i + 1;
+  }
+  return from;
+}
+
+/**
  * Returns the SQL with its time range set to `interval` (e.g. "1 hour"):
  * existing lower bounds on the time column (`time > now() - INTERVAL '…'`,
- * `time >= '2026-…'`, `time BETWEEN a AND b`) are replaced, literal upper
- * bounds become `time <= now()`; with no bound, one is added to the WHERE
+ * `time >= '2026-…'`, `time BETWEEN a AND b`, and reversed: `'2026-…' <= time`)
+ * are replaced, literal upper bounds become `time <= now()`; with no bound, one is added to the WHERE
  * clause of the last statement (or a WHERE is inserted before GROUP BY /
  * ORDER BY / LIMIT). `changed` is false when there was no FROM to bound.
  */
@@ -120,8 +138,26 @@ export function rewriteTimeRange(sql, interval, column = "time") {
     // Skip a qualified name's prefix: handled since we look at the last part.
     if (toks[i + 1] && toks[i + 1].text === ".") continue;
     const op = toks[i + 1];
+    const opText = op ? lower(op) || op.text : null;
+    const q = qualifiedStartIndex(toks, i);
+    const revOp = q - 2 >= from ? toks[q - 1].text : null;
+    if (!["<", "<=", ">", ">=", "between"].includes(opText) && ["<", "<=", ">", ">="].includes(revOp)) {
+      // Reversed: `lhs < time` is a lower bound, `lhs > time` an upper one.
+      const begin = exprStart(toks, q - 2, from);
+      if (begin > q - 2) continue;
+      const lhs = toks.slice(begin, q - 1);
+      const span = { start: toks[begin].start, end: t.end };
+      const name = sql.slice(toks[q].start, t.end);
+      if (edits.length && edits[edits.length - 1].end > span.start) continue;
+      if (revOp[0] === "<") {
+        edits.push({ ...span, text: boundFor(name) });
+        sawLower = true;
+      } else if (lhs.some((r) => r.kind === "string") && !lhs.some((r) => lower(r) === "now")) {
+        edits.push({ ...span, text: name + " <= now()" });
+      }
+      continue;
+    }
     if (!op) continue;
-    const opText = lower(op) || op.text;
     if (opText === ">" || opText === ">=") {
       const end = exprEnd(toks, i + 2, to);
       if (end <= i + 2) continue;
@@ -200,17 +236,24 @@ export function rewriteTimeRange(sql, interval, column = "time") {
     const before = sql.slice(0, endTok.start);
     const nl = /\n[ \t]*$/.test(before);
     const text = nl ? `WHERE ${bound}\n` : `WHERE ${bound} `;
-    return { sql: applyEdits(sql, [{ start: endTok.start, end: endTok.start, text }]), changed: true };
+    edits.push({ start: endTok.start, end: endTok.start, text });
+    return { sql: applyEdits(sql, edits), changed: true };
   }
   const last = toks[to - 1];
-  return { sql: applyEdits(sql, [{ start: last.end, end: last.end, text: ` WHERE ${bound}` }]), changed: true };
+  edits.push({ start: last.end, end: last.end, text: ` WHERE ${bound}` });
+  return { sql: applyEdits(sql, edits), changed: true };
 }
 
-/** Start offset of a possibly qualified name (`t.time`, `"db"."t".time`) ending at token i. */
-function qualifiedStart(toks, i) {
+/** Index of the first token of a possibly qualified name (`t.time`, `"db"."t".time`) ending at token i. */
+function qualifiedStartIndex(toks, i) {
   let k = i;
   while (k >= 2 && toks[k - 1].text === "." && (toks[k - 2].kind === "word" || toks[k - 2].kind === "ident")) k -= 2;
-  return toks[k].start;
+  return k;
+}
+
+/** Start offset of a possibly qualified name ending at token i. */
+function qualifiedStart(toks, i) {
+  return toks[qualifiedStartIndex(toks, i)].start;
 }
 
 function applyEdits(sql, edits) {

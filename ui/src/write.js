@@ -5,7 +5,7 @@
 import { $, h, setChildren } from "./dom.js";
 import { api, ApiError } from "./api.js";
 import { formatNumber } from "./format.js";
-import { parseCsv, inferType, guessTimeColumn, guessTimeFormat, makeConverter, toBatches } from "./csv.js";
+import { parseCsv, inferType, FIELD_TYPES, guessTimeColumn, guessTimeFormat, makeConverter, toBatches } from "./csv.js";
 
 const BATCH_LINES = 5000;
 const MAX_SHOWN_ERRORS = 200;
@@ -178,7 +178,18 @@ export function initWriteView({ getDb, onWritten }) {
           renderPreview();
         });
         const sample = csv.records.length ? csv.records[0].values[i] ?? "" : "";
-        return h("tr", null, h("td", null, c.name), h("td", null, role), h("td", null, c.role === "time" ? "time" : c.role === "tag" ? "tag (string)" : c.type), h("td", { class: "muted" }, sample));
+        // A field's type is a guess from the values; it can be set to match an existing field.
+        let type = c.role === "time" ? "time" : c.role === "tag" ? "tag (string)" : c.type;
+        if (c.role === "field") {
+          type = h("select", { class: "csv-type", dataset: { column: c.name }, "aria-label": `Type of ${c.name}` },
+            FIELD_TYPES.map((t) => h("option", { value: t }, t)));
+          type.value = c.type;
+          type.addEventListener("change", () => {
+            c.type = type.value;
+            renderPreview();
+          });
+        }
+        return h("tr", null, h("td", null, c.name), h("td", null, role), h("td", null, type), h("td", { class: "muted" }, sample));
       }),
     );
   }

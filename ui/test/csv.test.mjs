@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseCsv, inferType, makeConverter, toBatches, escapeKey, escapeMeasurement, escapeString, guessTimeFormat, epochToNanos } from "../src/csv.js";
+import { parseCsv, inferType, makeConverter, toBatches, escapeKey, escapeMeasurement, escapeString, guessTimeFormat, epochToNanos, lpInteger, lpFloat } from "../src/csv.js";
 import { isoToNanos, parseTimeMs, formatRatio, quoteIdent } from "../src/format.js";
 
 test("parses quoted fields, doubled quotes, embedded newlines, CRLF and blank lines", () => {
@@ -24,6 +24,44 @@ test("infers column types", () => {
   assert.equal(inferType(records, 0), "float");
   assert.equal(inferType(records, 1), "boolean");
   assert.equal(inferType(records, 2), "string");
+  const more = parseCsv("i,big,e\n-3,12345678901234567890,1e400\n+9223372036854775807,1,2\n").records;
+  assert.equal(inferType(more, 0), "integer");
+  assert.equal(inferType(more, 1), "float"); // beyond int64
+  assert.equal(inferType(more, 2), "float");
+});
+
+test("encodes integers and floats from their text", () => {
+  assert.equal(lpInteger("-42"), "-42i");
+  assert.equal(lpInteger("+7"), "7i");
+  assert.equal(lpInteger("-9223372036854775808"), "-9223372036854775808i");
+  assert.equal(lpInteger("9223372036854775808"), null);
+  assert.equal(lpInteger("1.5"), null);
+  assert.equal(lpFloat("12345678901234567890"), "12345678901234567890");
+  assert.equal(lpFloat("+.5"), "0.5");
+  assert.equal(lpFloat("-1.E+3"), "-1e+3");
+  assert.equal(lpFloat("0.1000000000000000055511"), "0.1000000000000000055511");
+  assert.equal(lpFloat("1e400"), null);
+  assert.equal(lpFloat("abc"), null);
+});
+
+test("converts integer columns, rejects non-finite floats, honours a type override", () => {
+  const { header, records } = parseCsv("id,big,v\n12345678901234567,12345678901234567890,1e400\n2,3,4.5\n");
+  const columns = header.map((h, i) => ({ role: "field", type: inferType(records, i) }));
+  assert.deepEqual(columns.map((c) => c.type), ["integer", "float", "float"]);
+  let { convert } = makeConverter({ header, columns, measurement: "m", timeFormat: "iso" });
+  assert.deepEqual(convert(records[0].values), { error: 'column v: "1e400" is not a finite number' });
+  assert.deepEqual(convert(records[1].values), { line: "m id=2i,big=3,v=4.5" });
+  columns[0].type = "float";
+  columns[1].type = "string";
+  columns[2].type = "integer";
+  ({ convert } = makeConverter({ header, columns, measurement: "m", timeFormat: "iso" }));
+  assert.deepEqual(convert(records[1].values), { error: 'column v: "4.5" is not an integer in the 64-bit range' });
+  columns[2].type = "boolean";
+  ({ convert } = makeConverter({ header, columns, measurement: "m", timeFormat: "iso" }));
+  assert.deepEqual(convert(records[1].values), { error: 'column v: "4.5" is not a boolean' });
+  columns[2].role = "ignore";
+  ({ convert } = makeConverter({ header, columns, measurement: "m", timeFormat: "iso" }));
+  assert.deepEqual(convert(records[0].values), { line: 'm id=12345678901234567,big="12345678901234567890"' });
 });
 
 test("converts rows with tags, fields and time and maps lines back", () => {

@@ -62,3 +62,38 @@ test("ignores subqueries, strings and comments; works on the last statement", ()
   );
   assert.equal(rewriteTimeRange("SELECT 1", "1 hour").changed, false);
 });
+
+test("recognises reversed bounds: expr < time, expr <= time, literal > time", () => {
+  assert.equal(
+    r("SELECT * FROM cpu WHERE now() - INTERVAL '5 minutes' < time ORDER BY time"),
+    "SELECT * FROM cpu WHERE time >= now() - INTERVAL '1 hour' ORDER BY time",
+  );
+  assert.equal(
+    r("select * from cpu where host = 'a' and now() - interval '1 day' <= time limit 5", "6 hours"),
+    "select * from cpu where host = 'a' and time >= now() - INTERVAL '6 hours' limit 5",
+  );
+  assert.equal(
+    r("SELECT * FROM cpu WHERE '2026-01-01T00:00:00Z' <= time AND '2026-01-02' > time"),
+    "SELECT * FROM cpu WHERE time >= now() - INTERVAL '1 hour' AND time <= now()",
+  );
+  assert.equal(
+    r("SELECT * FROM cpu c WHERE ('2026-01-01'::timestamp < c.time) AND c.time <= now()"),
+    "SELECT * FROM cpu c WHERE (c.time >= now() - INTERVAL '1 hour') AND c.time <= now()",
+  );
+  // Not a bound: left alone, a bound is added.
+  assert.equal(
+    r("SELECT time FROM cpu WHERE now() > time"),
+    "SELECT time FROM cpu WHERE now() > time AND time >= now() - INTERVAL '1 hour'",
+  );
+});
+
+test("keeps the upper-bound rewrite when a WHERE has to be inserted", () => {
+  assert.equal(
+    r("SELECT * FROM (SELECT * FROM cpu WHERE time < '2026-01-02') s ORDER BY 1"),
+    "SELECT * FROM (SELECT * FROM cpu WHERE time <= now()) s WHERE time >= now() - INTERVAL '1 hour' ORDER BY 1",
+  );
+  assert.equal(
+    r("SELECT * FROM (SELECT * FROM cpu WHERE '2026-01-02' >= time) s"),
+    "SELECT * FROM (SELECT * FROM cpu WHERE time <= now()) s WHERE time >= now() - INTERVAL '1 hour'",
+  );
+});
