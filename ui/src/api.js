@@ -147,7 +147,9 @@ export function sqlResponse(sql, db, format = "json", signal) {
  * are rounded as before. Texts with no run of 16 digits skip the reviver.
  */
 export function parseJsonLossless(text) {
-  if (!/\d{16}/.test(text)) return JSON.parse(text);
+  // Only a bare integer token of 16+ digits can lose precision; most
+  // results have none and skip the (slower) reviver.
+  if (!/[[,:]-?\d{16,}[,\]}]/.test(text)) return JSON.parse(text);
   return JSON.parse(text, (key, value, context) =>
     typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?\d+$/.test(context.source)
       ? context.source
