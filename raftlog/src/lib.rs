@@ -16,4 +16,4 @@ pub use fsutil::{probe_disk, sync_dir};
 pub use node::{NoPeers, RaftNode, Transport, LOCAL_ID};
 pub use raft::prelude::Entry;
 pub use wake::{next_or_tick, Wake};
-pub use wal::WalStats;
+pub use wal::{replay, Replay, WalRecord, WalStats};

@@ -217,3 +217,47 @@ fn statements_too_deep_to_walk_are_refused_not_fatal() {
     }
     assert_eq!(s.scalar("db", "SELECT 41 + 1"), Some(42));
 }
+
+/// Reads from `c` until `marker` has been seen or the peer closed; returns
+/// whether the marker came.
+fn read_until(c: &mut std::net::TcpStream, marker: u8) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) if buf[..n].contains(&marker) => return true,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[test]
+fn a_malformed_postgresql_message_ends_only_its_own_connection() {
+    let s = TestServer::start();
+    assert_eq!(s.write("plant", "m v=1 1").status(), 204);
+    let mut c = std::net::TcpStream::connect(s.pg).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let params = b"user\0ops\0database\0plant\0\0";
+    let mut startup = ((8 + params.len()) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&196608u32.to_be_bytes());
+    startup.extend_from_slice(params);
+    c.write_all(&startup).unwrap();
+    assert!(read_until(&mut c, b'Z'), "no ReadyForQuery after startup");
+    // A Parse message whose body is shorter than its fields: pgwire's
+    // decoder panics on it (found by the fuzz target); the connection ends.
+    c.write_all(b"P\0\0\0\x04").unwrap();
+    assert!(!read_until(&mut c, b'Z'), "the connection went on");
+    // Everyone else is served as before.
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-A", "-t", "-h"])
+        .arg(s.pg.ip().to_string())
+        .arg("-p")
+        .arg(s.pg.port().to_string())
+        .args(["-U", "ops", "-d", "plant", "-c", "SELECT count(*) FROM m"])
+        .output()
+        .expect("psql");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    assert_eq!(s.count("plant", "m"), 1);
+}
