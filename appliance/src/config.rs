@@ -28,6 +28,9 @@ Settings (section.key = default):
   http.auth_token                      if set, required as Token/Bearer/basic password/p=
   http.metrics_public = false          serve /metrics without the token
   http.ui_dir                          serve the console from this folder, not the binary
+  http.max_connections = 4096          open HTTP connections at most
+  http.max_connections_per_client = 512  per client address
+  http.request_header_timeout_secs = 10  headers (and TLS handshake) must arrive by then
   [tls] cert, key, client_ca           PEM files: HTTPS only, TLS offered on the PostgreSQL
                                        port, client certificates required if client_ca; SIGHUP reloads
   lp_tcp.enabled = true                line protocol over TCP
@@ -249,6 +252,12 @@ pub struct HttpSection {
     /// Serve the console from this folder instead of the copy built into
     /// the binary (for working on `ui/`).
     pub ui_dir: Option<PathBuf>,
+    /// Open connections at most; more are closed as they come.
+    pub max_connections: usize,
+    /// Open connections per client address at most.
+    pub max_connections_per_client: usize,
+    /// A request's headers (and a TLS handshake) must arrive within this.
+    pub request_header_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -306,6 +315,9 @@ impl Default for HttpSection {
             auth_token: None,
             metrics_public: false,
             ui_dir: None,
+            max_connections: 4096,
+            max_connections_per_client: 512,
+            request_header_timeout_secs: 10,
         }
     }
 }

@@ -223,23 +223,25 @@ fn serve(cfg: Config) -> Result<(), String> {
             shards = cfg.engine.shards,
             "sluice is ready"
         );
-        let app = http::router(state);
-        match tls {
-            Some(tls) => {
-                tls::reload_on_hangup(tls.clone());
-                let listener = tls::TlsListener::new(listener, tls)
-                    .map_err(|e| format!("HTTPS listener: {e}"))?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown_signal())
-                    .await
-            }
-            None => {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown_signal())
-                    .await
-            }
+        if let Some(tls) = &tls {
+            tls::reload_on_hangup(tls.clone());
         }
-        .map_err(|e| format!("HTTP server: {e}"))
+        let limits = http::server::Limits {
+            max_connections: cfg.http.max_connections.max(1),
+            max_per_client: cfg.http.max_connections_per_client.max(1),
+            header_timeout: std::time::Duration::from_secs(
+                cfg.http.request_header_timeout_secs.max(1),
+            ),
+        };
+        http::server::serve(
+            listener,
+            http::router(state),
+            tls,
+            limits,
+            shutdown_signal(),
+        )
+        .await;
+        Ok::<(), String>(())
     });
     // The consumer commits what is durable and leaves its group while the
     // shards still take writes.

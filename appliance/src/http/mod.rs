@@ -4,6 +4,7 @@ mod admin;
 mod body;
 pub mod console;
 mod influx;
+pub mod server;
 mod sql;
 
 use std::sync::Arc;

@@ -1,0 +1,90 @@
+//! Floods and slow clients do not starve the others: HTTP connections are
+//! capped per client address, and a client that does not finish its
+//! request headers in time is disconnected (slowloris).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use sluice_tests::TestServer;
+
+/// Whether the server closed `c` within `within` (read returns 0 or fails
+/// with a reset).
+fn closed_within(c: &mut TcpStream, within: Duration) -> bool {
+    c.set_read_timeout(Some(within)).unwrap();
+    let mut b = [0u8; 256];
+    loop {
+        match c.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// `GET /health` with curl from source address `from` (127.0.0.x all reach
+/// a server on 127.0.0.1, as a second client host would).
+fn health_from(s: &TestServer, from: &str) -> bool {
+    std::process::Command::new("curl")
+        .args(["-sSf", "--max-time", "10", "--interface", from])
+        .arg(s.url("/health"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let s = TestServer::start_with_env(&[("SLUICE_HTTP__REQUEST_HEADER_TIMEOUT_SECS", "2")]);
+    let mut slow: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut c = TcpStream::connect(s.http).unwrap();
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: s\r\nX-Slow: ")
+                .unwrap();
+            c
+        })
+        .collect();
+    // Others are served meanwhile.
+    assert!(health_from(&s, "127.0.0.1"));
+    let started = Instant::now();
+    for c in &mut slow {
+        assert!(
+            closed_within(c, Duration::from_secs(10)),
+            "a slow client was not cut off"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A keep-alive client between requests is held to the same deadline.
+    let mut idle = TcpStream::connect(s.http).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: s\r\n\r\n")
+        .unwrap();
+    assert!(closed_within(&mut idle, Duration::from_secs(10)));
+}
+
+#[test]
+fn one_client_address_cannot_take_every_connection() {
+    let s = TestServer::start_with_env(&[
+        ("SLUICE_HTTP__MAX_CONNECTIONS_PER_CLIENT", "20"),
+        ("SLUICE_HTTP__REQUEST_HEADER_TIMEOUT_SECS", "60"),
+    ]);
+    let mut held: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(s.http).unwrap())
+        .collect();
+    // Connections are counted once accepted; give the accept loop a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = TcpStream::connect(s.http).unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(5)),
+        "a connection past the per-client limit was kept"
+    );
+    assert!(!health_from(&s, "127.0.0.1"), "the flooding address got in");
+    assert!(health_from(&s, "127.0.0.2"), "another address was starved");
+    held.truncate(5);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        health_from(&s, "127.0.0.1"),
+        "closed connections were not given back"
+    );
+    drop(held);
+}
