@@ -73,8 +73,15 @@ fn main() -> ExitCode {
                     args.seconds,
                     r.crashes.len()
                 );
-                for c in &r.crashes {
+                for c in r.crashes.iter().take(5) {
                     println!("  {}", c.display());
+                }
+                if r.crashes.len() > 5 {
+                    println!(
+                        "  … and {} more in {}",
+                        r.crashes.len() - 5,
+                        args.crashes.display()
+                    );
                 }
                 failed |= !r.crashes.is_empty();
             }

@@ -90,7 +90,7 @@ pub async fn serve(
     let clients = Arc::new(PerClient::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
-    let mut refused_logged = std::time::Instant::now() - Duration::from_secs(60);
+    let mut refused_logged: Option<std::time::Instant> = None;
     loop {
         let (socket, peer): (TcpStream, SocketAddr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -111,9 +111,9 @@ pub async fn serve(
             .and_then(|p| clients.take(peer.ip(), limits.max_per_client, p));
         let Some(slot) = slot else {
             // Closing at once is the cheapest answer to a flood.
-            if refused_logged.elapsed() > Duration::from_secs(10) {
+            if refused_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                 tracing::warn!(%peer, "HTTP connection refused: connection limit reached");
-                refused_logged = std::time::Instant::now();
+                refused_logged = Some(std::time::Instant::now());
             }
             drop(socket);
             continue;
@@ -158,7 +158,7 @@ pub async fn serve(
     // Every connection holds a permit until it ends.
     let _ = tokio::time::timeout(
         Duration::from_secs(5),
-        all.acquire_many(limits.max_connections as u32),
+        all.acquire_many(u32::try_from(limits.max_connections).unwrap_or(u32::MAX)),
     )
     .await;
 }
