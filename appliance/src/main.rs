@@ -212,6 +212,10 @@ fn serve(cfg: Config) -> Result<(), String> {
             started,
             ui: http::console::Assets::new(cfg.http.ui_dir.clone()),
         });
+        // Before "ready": a SIGHUP from then on must reload, not terminate.
+        if let Some(tls) = &tls {
+            tls::reload_on_hangup(tls.clone());
+        }
         tracing::info!(
             http = %cfg.http.addr,
             tls = cfg.tls.is_some(),
@@ -223,9 +227,6 @@ fn serve(cfg: Config) -> Result<(), String> {
             shards = cfg.engine.shards,
             "sluice is ready"
         );
-        if let Some(tls) = &tls {
-            tls::reload_on_hangup(tls.clone());
-        }
         let limits = http::server::Limits {
             max_connections: cfg.http.max_connections.max(1),
             max_per_client: cfg.http.max_connections_per_client.max(1),

@@ -116,13 +116,13 @@ impl Tls {
 }
 
 /// Reloads the certificate on every SIGHUP.
+/// The handler is in place when this returns.
 pub fn reload_on_hangup(tls: Arc<Tls>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: TLS files will not be reloaded");
+        return;
+    };
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("cannot listen for SIGHUP: TLS files will not be reloaded");
-            return;
-        };
         while hup.recv().await.is_some() {
             match tls.reload() {
                 Ok(()) => {
