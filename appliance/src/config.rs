@@ -31,8 +31,9 @@ Settings (section.key = default):
   http.max_connections = 4096          open HTTP connections at most
   http.max_connections_per_client = 512  per client address
   http.request_header_timeout_secs = 10  headers (and TLS handshake) must arrive by then
-  [tls] cert, key, client_ca           PEM files: HTTPS only, TLS offered on the PostgreSQL
-                                       port, client certificates required if client_ca; SIGHUP reloads
+  [tls] cert, key, client_ca           PEM files: HTTPS only, TLS only on the PostgreSQL port
+                                       (pg.allow_plaintext = true also takes plain clients), client
+                                       certificates required if client_ca; SIGHUP reloads
   lp_tcp.enabled = true                line protocol over TCP
   lp_tcp.addr = \"127.0.0.1:8094\"
   lp_tcp.database = \"default\"          database for TCP lines
@@ -112,7 +113,8 @@ pub struct Config {
     pub mqtt: MqttSection,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaSection>,
-    /// Present: HTTP speaks only TLS and the PostgreSQL port offers it.
+    /// Present: HTTP and the PostgreSQL port speak only TLS (the latter
+    /// also plain with `pg.allow_plaintext`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::tls::TlsSection>,
     pub log: LogSection,
@@ -278,6 +280,8 @@ pub struct LpTcpSection {
 pub struct PgSection {
     pub enabled: bool,
     pub addr: SocketAddr,
+    /// With `[tls]`, also serve clients that do not ask for TLS.
+    pub allow_plaintext: bool,
 }
 
 impl Default for PgSection {
@@ -285,6 +289,7 @@ impl Default for PgSection {
         PgSection {
             enabled: true,
             addr: SocketAddr::from(([127, 0, 0, 1], 5432)),
+            allow_plaintext: false,
         }
     }
 }

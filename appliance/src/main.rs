@@ -190,6 +190,7 @@ fn serve(cfg: Config) -> Result<(), String> {
                 pg_query,
                 cfg.http.auth_token.clone(),
                 tls.clone(),
+                cfg.pg.allow_plaintext,
             ));
         }
         let broker = if cfg.mqtt.enabled {

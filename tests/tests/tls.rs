@@ -330,4 +330,14 @@ fn psql_verifies_the_server_over_tls() {
         .arg(conn("ca2.pem"))
         .env("PGCONNECT_TIMEOUT", "10"));
     assert!(!ok, "psql accepted a server its CA did not sign: {out}");
+    let plain = format!(
+        "host=127.0.0.1 port={} dbname=plant user=ops sslmode=disable",
+        s.pg.port()
+    );
+    let (ok, out) = run(Command::new("psql")
+        .args(["-X", "-A", "-t", "-c", "SELECT 1"])
+        .arg(plain)
+        .env("PGCONNECT_TIMEOUT", "10"));
+    assert!(!ok, "a plaintext client got in: {out}");
+    assert!(out.contains("only TLS connections"), "{out}");
 }

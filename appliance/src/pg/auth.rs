@@ -87,3 +87,49 @@ impl StartupHandler for Startup {
         }
     }
 }
+
+/// The request code of an SSLRequest, and of a CancelRequest (which never
+/// carries data and comes on a connection of its own).
+const SSL_REQUEST: u32 = 80_877_103;
+const CANCEL_REQUEST: u32 = 80_877_102;
+
+/// Whether the client's first message asks for TLS (or cancels a query),
+/// read without taking it from the socket so pgwire sees it as sent.
+pub async fn asks_for_tls(socket: &tokio::net::TcpStream) -> bool {
+    let mut head = [0u8; 8];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n = match tokio::time::timeout_at(deadline, socket.peek(&mut head)).await {
+            Ok(Ok(n)) => n,
+            _ => return false,
+        };
+        if n == 0 {
+            return false;
+        }
+        if n == head.len() {
+            let code = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+            return code == SSL_REQUEST || code == CANCEL_REQUEST;
+        }
+        // Part of the header is in; peek again once more has come.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Tells a client that did not ask for TLS why it is turned away.
+pub async fn refuse_plaintext(mut socket: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let info = pgwire::error::ErrorInfo::new(
+        "FATAL".to_string(),
+        "28000".to_string(),
+        "this server takes only TLS connections: connect with sslmode=require (or verify-full)"
+            .to_string(),
+    );
+    let mut buf = bytes::BytesMut::new();
+    if PgWireBackendMessage::ErrorResponse(info.into())
+        .encode(&mut buf)
+        .is_ok()
+    {
+        let _ = socket.write_all(&buf).await;
+    }
+    let _ = socket.shutdown().await;
+}

@@ -265,6 +265,7 @@ pub async fn serve(
     query: Arc<QueryEngine>,
     token: Option<String>,
     tls: Option<Arc<crate::tls::Tls>>,
+    allow_plaintext: bool,
 ) {
     let parser = Arc::new(NoopQueryParser::new());
     let startup = Arc::new(auth::Startup::new(token.as_deref()));
@@ -288,6 +289,10 @@ pub async fn serve(
         };
         let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
+            if acceptor.is_some() && !allow_plaintext && !auth::asks_for_tls(&socket).await {
+                auth::refuse_plaintext(socket).await;
+                return;
+            }
             if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
                 tracing::debug!(%peer, error = %e, "PostgreSQL connection ended");
             }
