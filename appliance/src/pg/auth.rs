@@ -106,6 +106,10 @@ pub async fn asks_for_tls(socket: &tokio::net::TcpStream) -> bool {
         if n == 0 {
             return false;
         }
+        // A TLS record straight away: PostgreSQL 17's direct negotiation.
+        if head[0] == 0x16 {
+            return true;
+        }
         if n == head.len() {
             let code = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
             return code == SSL_REQUEST || code == CANCEL_REQUEST;
