@@ -80,6 +80,19 @@ fn one_client_address_cannot_take_every_connection() {
     );
     assert!(!health_from(&s, "127.0.0.1"), "the flooding address got in");
     assert!(health_from(&s, "127.0.0.2"), "another address was starved");
+    // The refusals are counted where operators look.
+    let metrics = std::process::Command::new("curl")
+        .args(["-sSf", "--max-time", "10", "--interface", "127.0.0.3"])
+        .arg(s.url("/metrics"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    let refused: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_http_connections_refused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no refusal count in:\n{text}"));
+    assert!(refused >= 2.0, "{refused}");
     held.truncate(5);
     std::thread::sleep(Duration::from_millis(300));
     assert!(

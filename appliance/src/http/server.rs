@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +26,17 @@ pub struct Limits {
     /// the end of the next request's headers, TLS handshake included.
     pub header_timeout: Duration,
 }
+
+/// Connections the HTTP server holds and has turned away, for the status.
+pub struct Connections {
+    pub open: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+pub static CONNECTIONS: Connections = Connections {
+    open: AtomicU64::new(0),
+    refused: AtomicU64::new(0),
+};
 
 /// Connections open per client address.
 #[derive(Default)]
@@ -53,6 +65,7 @@ impl PerClient {
             return None;
         }
         *n += 1;
+        CONNECTIONS.open.fetch_add(1, Ordering::Relaxed);
         Some(Slot {
             _permit: permit,
             clients: self.clone(),
@@ -63,6 +76,7 @@ impl PerClient {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        CONNECTIONS.open.fetch_sub(1, Ordering::Relaxed);
         let mut m = self
             .clients
             .0
@@ -110,6 +124,7 @@ pub async fn serve(
             .ok()
             .and_then(|p| clients.take(peer.ip(), limits.max_per_client, p));
         let Some(slot) = slot else {
+            CONNECTIONS.refused.fetch_add(1, Ordering::Relaxed);
             // Closing at once is the cheapest answer to a flood.
             if refused_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                 tracing::warn!(%peer, "HTTP connection refused: connection limit reached");

@@ -27,6 +27,14 @@ pub struct Status {
     pub query: QueryCounters,
     /// Dead letters written by every front end.
     pub dead_letters: u64,
+    pub http: HttpConnections,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HttpConnections {
+    pub open: u64,
+    /// Closed at once because a connection limit was reached.
+    pub refused: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -216,6 +224,14 @@ pub async fn collect(st: &AppState) -> Result<Status, crate::error::ApiError> {
             chunks_decoded: q.chunks_decoded.load(Ordering::Relaxed),
         },
         dead_letters,
+        http: HttpConnections {
+            open: crate::http::server::CONNECTIONS
+                .open
+                .load(Ordering::Relaxed),
+            refused: crate::http::server::CONNECTIONS
+                .refused
+                .load(Ordering::Relaxed),
+        },
     })
 }
 

@@ -129,6 +129,18 @@ pub fn render(s: &Status) -> String {
         "counter",
         s.query.queries as f64,
     );
+    o.single(
+        "sluice_http_connections",
+        "HTTP connections open.",
+        "gauge",
+        s.http.open as f64,
+    );
+    o.single(
+        "sluice_http_connections_refused_total",
+        "HTTP connections closed at once because a connection limit was reached.",
+        "counter",
+        s.http.refused as f64,
+    );
     let per_frontend = |f: fn(&super::FrontendStatus) -> u64| -> Vec<(String, f64)> {
         s.ingest
             .frontends
