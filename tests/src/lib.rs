@@ -160,6 +160,8 @@ impl TestServer {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut port_retries = 0;
+        // Over HTTPS this client cannot ask; the server says when it is.
+        let tls = self.config_text().contains("[tls]");
         while Instant::now() < deadline {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
@@ -181,8 +183,7 @@ impl TestServer {
                     panic!("sluice exited during startup ({status}):\n{}", self.log());
                 }
             }
-            // Over HTTPS this client cannot ask; the server says when it is.
-            if self.config_text().contains("[tls]") {
+            if tls {
                 if self.log().contains("sluice is ready") {
                     return;
                 }
