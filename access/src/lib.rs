@@ -170,14 +170,20 @@ impl Access {
         !self.dir.load().roles.is_empty()
     }
 
-    /// Creates the first superuser when there is no role at all. Answers
+    /// Creates the first superuser when no superuser can log in (on first
+    /// start, or after roles were made with authentication off). Answers
     /// whether it did.
     pub async fn bootstrap(&self, admin: &str, password: &str) -> Result<bool> {
         let _g = self.write.lock().await;
-        if !self.dir.load().roles.is_empty() {
+        if has_usable_superuser(&self.dir.load()) {
             return Ok(false);
         }
         model::validate_name(admin)?;
+        if self.dir.load().roles.contains_key(admin) {
+            return Err(AccessError::Invalid(format!(
+                "no superuser can log in, and the initial admin {admin:?} cannot be made: a role of that name exists; pick another auth.admin_user"
+            )));
+        }
         let role = Role {
             name: admin.to_string(),
             login: true,
@@ -294,6 +300,19 @@ impl Access {
         self.dir.load().scram_verifier(user, now_ms()).cloned()
     }
 
+    /// A verifier for a user who does not exist, the same for the same name
+    /// within a process, so that the exchange fails where a wrong password
+    /// would and does not tell which names exist.
+    pub fn mock_verifier(&self, user: &str) -> ScramVerifier {
+        let k = secret::cache_key(&self.process_key, 3, user, b"");
+        ScramVerifier {
+            salt: k[..16].to_vec(),
+            iterations: SCRAM_ITERATIONS,
+            stored_key: secret::cache_key(&self.process_key, 4, user, b"").to_vec(),
+            server_key: k.to_vec(),
+        }
+    }
+
     /// The principal of a user who has just proved their password by SCRAM.
     pub fn principal(&self, user: &str) -> Result<Principal> {
         self.dir.load().principal(user)
@@ -403,7 +422,7 @@ impl Access {
             changed.push(new.clone());
         }
         dir.roles.insert(role.name.clone(), role);
-        refuse_lockout(&dir, self.root_token.is_some())?;
+        refuse_lockout(&self.dir.load(), &dir, self.root_token.is_some())?;
         self.commit(dir, changed, tokens).await
     }
 
@@ -438,7 +457,7 @@ impl Access {
         for t in &tokens {
             dir.tokens.remove(t);
         }
-        refuse_lockout(&dir, self.root_token.is_some())?;
+        refuse_lockout(&self.dir.load(), &dir, self.root_token.is_some())?;
         self.commit(dir, changed, tokens).await?;
         Ok(true)
     }
@@ -572,14 +591,17 @@ async fn hash_blocking(p: String) -> Result<secret::PasswordHash> {
         .map_err(|e| AccessError::Hashing(e.to_string()))?
 }
 
-/// Without the shared token, some superuser must still be able to log in,
-/// or nobody could manage users again.
-fn refuse_lockout(dir: &Directory, root_token: bool) -> Result<()> {
-    let any = dir
-        .roles
+/// Whether some superuser can log in with a password.
+pub fn has_usable_superuser(dir: &Directory) -> bool {
+    dir.roles
         .values()
-        .any(|r| r.superuser && r.login && r.password.is_some());
-    if root_token || any {
+        .any(|r| r.superuser && r.login && r.password.is_some())
+}
+
+/// Without the shared token, a change may not take away the last superuser
+/// that can log in, or nobody could manage users again.
+fn refuse_lockout(before: &Directory, after: &Directory, root_token: bool) -> Result<()> {
+    if root_token || has_usable_superuser(after) || !has_usable_superuser(before) {
         return Ok(());
     }
     Err(AccessError::Invalid(

@@ -279,6 +279,17 @@ impl Principal {
         }
     }
 
+    /// A principal that may do nothing (a role dropped while connected).
+    pub fn nobody(user: &str) -> Principal {
+        Principal {
+            user: user.to_string(),
+            token: None,
+            superuser: false,
+            grants: Grants::default(),
+            limit: None,
+        }
+    }
+
     /// A superuser acting with all of its rights (not through a token that
     /// narrows them).
     pub fn is_superuser(&self) -> bool {

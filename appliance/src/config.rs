@@ -25,7 +25,13 @@ Settings (section.key = default):
   engine.pin_cores = true              pin each shard to a core
   http.addr = \"127.0.0.1:8086\"         HTTP API
   http.max_body_bytes = 67108864       largest request body, after gzip
-  http.auth_token                      if set, required as Token/Bearer/basic password/p=
+  auth.enabled = false                 users, roles and tokens (CREATE USER, GRANT, /api/v1/tokens)
+                                       on every port; the first start makes a superuser
+  auth.admin_user = \"admin\"            that superuser; its password is read from
+  auth.admin_password_file             this file, or SLUICE_INITIAL_ADMIN_PASSWORD, or made up
+                                       and written to <data_dir>/initial-admin-password (0600)
+  http.auth_token                      a shared secret that may do everything (Token/Bearer/
+                                       basic password/p=); also turns authentication on
   http.metrics_public = false          serve /metrics without the token
   http.ui_dir                          serve the console from this folder, not the binary
   http.max_connections = 4096          open HTTP connections at most
@@ -48,7 +54,9 @@ Settings (section.key = default):
   storage.log_segment_bytes = 67108864 log segment size before rolling
   mqtt.enabled = true                  the built-in MQTT broker
   mqtt.addr = \"127.0.0.1:1883\"
-  mqtt.users = {}                      username = password; empty: no auth
+  mqtt.users = {}                      username = clear password, without auth.enabled
+  [[mqtt.acl]]                         user, action (publish|subscribe|all), topic, permission
+  mqtt.acl_no_match = \"allow\"          when no ACL rule matches: allow or deny
   mqtt.ingest_topics = true            line protocol on ingest/<db> goes to <db>
   mqtt.max_payload_bytes = 1048576
   [[mqtt.routes]]                      filter, database, format, table, time, tags
@@ -117,7 +125,37 @@ pub struct Config {
     /// also plain with `pg.allow_plaintext`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::tls::TlsSection>,
+    pub auth: AuthSection,
     pub log: LogSection,
+}
+
+/// Users, roles and tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Every port and endpoint asks for credentials.
+    pub enabled: bool,
+    /// The superuser made when none can log in (the first start).
+    pub admin_user: String,
+    /// A file holding that superuser's first password.
+    pub admin_password_file: Option<PathBuf>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            enabled: false,
+            admin_user: "admin".into(),
+            admin_password_file: None,
+        }
+    }
+}
+
+impl Config {
+    /// Whether callers must prove who they are.
+    pub fn auth_on(&self) -> bool {
+        self.auth.enabled || self.http.auth_token.is_some()
+    }
 }
 
 /// The Kafka consumer; absent, Sluice consumes nothing.
@@ -162,6 +200,10 @@ pub struct MqttSection {
     pub max_payload_bytes: usize,
     /// Each with a `filter` whose `{name}` levels capture tags.
     pub routes: Vec<sluice_ingest::route::Route>,
+    /// Topic rules for publish and subscribe, tried in order.
+    pub acl: Vec<sluice_ingest::mqtt::access::AclRule>,
+    /// `allow` or `deny`: what happens when no rule matches.
+    pub acl_no_match: String,
 }
 
 impl Default for MqttSection {
@@ -173,6 +215,8 @@ impl Default for MqttSection {
             ingest_topics: true,
             max_payload_bytes: 1 << 20,
             routes: Vec::new(),
+            acl: Vec::new(),
+            acl_no_match: "allow".into(),
         }
     }
 }
@@ -357,8 +401,8 @@ impl Config {
         }
         // Only variables naming a known section are settings; other SLUICE_*
         // variables in the environment are not ours to reject.
-        const SECTIONS: [&str; 9] = [
-            "engine", "http", "lp_tcp", "pg", "storage", "mqtt", "kafka", "tls", "log",
+        const SECTIONS: [&str; 10] = [
+            "engine", "http", "lp_tcp", "pg", "storage", "mqtt", "kafka", "tls", "auth", "log",
         ];
         fig = fig.merge(Env::prefixed("SLUICE_").split("__").filter(|k| {
             let k = k.as_str().to_ascii_lowercase();
@@ -398,6 +442,20 @@ impl Config {
                 "http.auth_token is empty: give it a secret, or leave it out to turn authentication off"
                     .into(),
             );
+        }
+        if cfg.auth.enabled && !cfg.mqtt.users.is_empty() {
+            return Err(
+                "mqtt.users holds passwords in clear text and auth.enabled keeps users in the store: \
+                 create them with CREATE USER (they log in to the broker with the same password) \
+                 and remove mqtt.users"
+                    .into(),
+            );
+        }
+        if !matches!(cfg.mqtt.acl_no_match.as_str(), "allow" | "deny") {
+            return Err(format!(
+                "mqtt.acl_no_match is {:?}: use allow or deny",
+                cfg.mqtt.acl_no_match
+            ));
         }
         if cfg.engine.shards == 0 {
             cfg.engine.shards = std::thread::available_parallelism()

@@ -2,6 +2,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use sluice_access::AccessError;
 use sluice_engine::EngineError;
 use sluice_ingest::IngestError;
 use sluice_query::QueryError;
@@ -23,6 +24,19 @@ pub enum ApiError {
     Query(#[from] QueryError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
+}
+
+fn access_status(e: &AccessError) -> StatusCode {
+    match e {
+        AccessError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        AccessError::Denied { .. } => StatusCode::FORBIDDEN,
+        AccessError::UndefinedRole(_) | AccessError::UndefinedToken(_) => StatusCode::NOT_FOUND,
+        AccessError::DuplicateRole(_) => StatusCode::CONFLICT,
+        AccessError::Invalid(_) => StatusCode::BAD_REQUEST,
+        AccessError::Store(_) | AccessError::Hashing(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 fn rel_status(e: &RelError) -> StatusCode {
@@ -54,10 +68,17 @@ fn query_status(e: &QueryError) -> StatusCode {
         QueryError::Engine(e) => engine_status(e),
         QueryError::Rel(e) => rel_status(e),
         QueryError::InStatement { source, .. } => query_status(source),
-        QueryError::Plan(d) | QueryError::Execution(d) => match sluice_query::error::rel_error(d) {
-            Some(r) => rel_status(r),
-            None => StatusCode::BAD_REQUEST,
-        },
+        QueryError::Access(a) => access_status(a),
+        QueryError::Plan(d) | QueryError::Execution(d) => {
+            match (
+                sluice_query::error::rel_error(d),
+                sluice_query::error::access_error(d),
+            ) {
+                (Some(r), _) => rel_status(r),
+                (None, Some(a)) => access_status(a),
+                (None, None) => StatusCode::BAD_REQUEST,
+            }
+        }
         QueryError::Settings(_)
         | QueryError::Syntax(_)
         | QueryError::Format(_)
@@ -104,6 +125,7 @@ impl ApiError {
             ApiError::Ingest(_) => StatusCode::BAD_REQUEST,
             ApiError::Query(q) => query_status(q),
             ApiError::Engine(e) => engine_status(e),
+            ApiError::Access(a) => access_status(a),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The `sluice` binary: configuration, startup and wiring of the crates.
 
+mod access_store;
 mod catalog_store;
 mod config;
 mod error;
@@ -93,12 +94,12 @@ fn serve(cfg: Config) -> Result<(), String> {
     // Raw TCP has no place for credentials: with authentication on, it
     // would be a way in without them, so it stays closed unless the
     // operator says the network in front of it is trusted.
-    let tcp_open =
-        cfg.lp_tcp.enabled && (cfg.http.auth_token.is_none() || cfg.lp_tcp.allow_unauthenticated);
+    let auth_on = cfg.auth_on();
+    let tcp_open = cfg.lp_tcp.enabled && (!auth_on || cfg.lp_tcp.allow_unauthenticated);
     if cfg.lp_tcp.enabled && !tcp_open {
         tracing::warn!(
             addr = %cfg.lp_tcp.addr,
-            "line protocol over TCP is off: it cannot carry credentials and http.auth_token is set \
+            "line protocol over TCP is off: it cannot carry credentials and authentication is on \
              (set lp_tcp.allow_unauthenticated = true to open it on a trusted network)"
         );
     }
@@ -144,7 +145,10 @@ fn serve(cfg: Config) -> Result<(), String> {
         ),
         None => None,
     };
-    let mut query = QueryEngine::new(engine.handle()).with_relstore(relstore.handle());
+    let access = access_store::open(&cfg, relstore.handle())?;
+    let mut query = QueryEngine::new(engine.handle())
+        .with_relstore(relstore.handle())
+        .with_access(access.clone());
     if let Some(k) = &kafka {
         query = query.with_system_table(Arc::new(kafka::PartitionsTable {
             status: k.status.clone(),
@@ -180,24 +184,33 @@ fn serve(cfg: Config) -> Result<(), String> {
         .map_err(|e| format!("starting the HTTP runtime: {e}"))?;
     let mqtt_engine = engine.handle();
     let result = runtime.block_on(async move {
+        access_store::bootstrap(&cfg, &access).await?;
         let listener = tokio::net::TcpListener::from_std(http_listener)
             .map_err(|e| format!("HTTP listener: {e}"))?;
         if let Some(l) = pg_listener {
             let l = tokio::net::TcpListener::from_std(l)
                 .map_err(|e| format!("PostgreSQL listener: {e}"))?;
+            let gate = Arc::new(pg::auth::Gate::new(
+                access.clone(),
+                auth_on,
+                cfg.http.auth_token.as_deref(),
+            ));
             tokio::spawn(pg::serve(
                 l,
                 pg_query,
-                cfg.http.auth_token.clone(),
+                gate,
                 tls.clone(),
                 cfg.pg.allow_plaintext,
             ));
         }
         let broker = if cfg.mqtt.enabled {
             Some(
-                sluice_ingest::mqtt::start(mqtt_config(&cfg), mqtt_engine.clone())
-                    .await
-                    .map_err(|e| e.to_string())?,
+                sluice_ingest::mqtt::start(
+                    mqtt_config(&cfg, auth_on.then(|| access.clone())),
+                    mqtt_engine.clone(),
+                )
+                .await
+                .map_err(|e| e.to_string())?,
             )
         } else {
             None
@@ -208,7 +221,8 @@ fn serve(cfg: Config) -> Result<(), String> {
             mqtt: broker.clone(),
             query,
             max_body_bytes: cfg.http.max_body_bytes,
-            auth_token: cfg.http.auth_token.clone(),
+            access: access.clone(),
+            auth_on,
             metrics_public: cfg.http.metrics_public,
             started,
             ui: http::console::Assets::new(cfg.http.ui_dir.clone()),
@@ -257,11 +271,16 @@ fn serve(cfg: Config) -> Result<(), String> {
     result
 }
 
-fn mqtt_config(cfg: &Config) -> sluice_ingest::mqtt::MqttConfig {
+fn mqtt_config(
+    cfg: &Config,
+    access: Option<Arc<sluice_access::Access>>,
+) -> sluice_ingest::mqtt::MqttConfig {
     sluice_ingest::mqtt::MqttConfig {
         addr: cfg.mqtt.addr,
         users: cfg.mqtt.users.clone(),
-        token: cfg.http.auth_token.clone(),
+        access,
+        acl: cfg.mqtt.acl.clone(),
+        acl_no_match_allows: cfg.mqtt.acl_no_match == "allow",
         ingest_topics: cfg.mqtt.ingest_topics,
         max_payload_bytes: cfg.mqtt.max_payload_bytes,
         routes: cfg.mqtt.routes.clone(),

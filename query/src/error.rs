@@ -1,4 +1,5 @@
 use datafusion::error::DataFusionError;
+use sluice_access::AccessError;
 use sluice_engine::EngineError;
 use sluice_relstore::RelError;
 
@@ -41,6 +42,8 @@ pub enum QueryError {
     Rel(#[from] RelError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
 }
 
 impl QueryError {
@@ -60,11 +63,17 @@ impl QueryError {
             QueryError::UnknownTable(_) => "42P01",
             QueryError::Settings(_) => "22023",
             QueryError::Syntax(_) => "42601",
-            QueryError::Plan(e) | QueryError::Execution(e) => match rel_error(e) {
-                Some(r) => r.sqlstate(),
-                None if matches!(self, QueryError::Plan(_)) => plan_sqlstate(e),
-                None => "XX000",
-            },
+            QueryError::Plan(e) | QueryError::Execution(e) => {
+                if let Some(r) = rel_error(e) {
+                    r.sqlstate()
+                } else if let Some(a) = access_error(e) {
+                    a.sqlstate()
+                } else if matches!(self, QueryError::Plan(_)) {
+                    plan_sqlstate(e)
+                } else {
+                    "XX000"
+                }
+            }
             QueryError::Format(_) => "22023",
             QueryError::Unsupported(_) => "0A000",
             QueryError::InvalidValue(_) => "22P02",
@@ -76,6 +85,7 @@ impl QueryError {
             QueryError::InStatement { source, .. } => source.sqlstate(),
             QueryError::Rel(r) => r.sqlstate(),
             QueryError::Engine(_) => "58000",
+            QueryError::Access(a) => a.sqlstate(),
         }
     }
 }
@@ -83,9 +93,20 @@ impl QueryError {
 /// A relational store error that travelled through DataFusion reads as
 /// itself, without DataFusion's wrapping.
 fn df_message(e: &DataFusionError) -> String {
-    match rel_error(e) {
-        Some(r) => r.to_string(),
-        None => e.to_string(),
+    match (rel_error(e), access_error(e)) {
+        (Some(r), _) => r.to_string(),
+        (None, Some(a)) => a.to_string(),
+        (None, None) => e.to_string(),
+    }
+}
+
+/// A permission error raised inside a plan (by `nextval`, say).
+pub fn access_error(e: &DataFusionError) -> Option<&AccessError> {
+    match e {
+        DataFusionError::External(b) => b.downcast_ref::<AccessError>(),
+        DataFusionError::Context(_, inner) => access_error(inner),
+        DataFusionError::Shared(inner) => access_error(inner),
+        _ => None,
     }
 }
 

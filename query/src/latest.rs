@@ -86,11 +86,18 @@ impl TableFunctionImpl for LatestFunction {
     }
 }
 
-struct Latest {
+pub(crate) struct Latest {
     engine: EngineHandle,
     db: String,
     table: String,
     schema: SchemaRef,
+}
+
+impl Latest {
+    /// The database it reads, for the privilege check.
+    pub(crate) fn database(&self) -> &str {
+        &self.db
+    }
 }
 
 impl fmt::Debug for Latest {

@@ -1,6 +1,7 @@
 //! SQL over Sluice through DataFusion. Owns planning and result encoding;
 //! reads data only through the engine's snapshots.
 
+mod access;
 mod ddl;
 pub mod error;
 mod functions;
@@ -23,6 +24,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use sluice_engine::EngineHandle;
 
+pub use access::parse_time_ms;
 pub use error::QueryError;
 pub use output::{Encoder, Format};
 pub use session::{Outcome, Session};
@@ -37,6 +39,7 @@ pub struct QueryEngine {
     catalog: Arc<table::SluiceCatalog>,
     live: Vec<Arc<dyn LiveTable>>,
     rel: Option<sluice_relstore::RelHandle>,
+    access: Option<Arc<sluice_access::Access>>,
 }
 
 /// The state every statement's context is cloned from.
@@ -77,6 +80,7 @@ impl QueryEngine {
             engine,
             live: Vec::new(),
             rel: None,
+            access: None,
         }
     }
 
@@ -84,6 +88,17 @@ impl QueryEngine {
     pub fn with_relstore(mut self, rel: sluice_relstore::RelHandle) -> Self {
         self.rel = Some(rel);
         self
+    }
+
+    /// Runs the SQL of users and roles against `access`, and serves its
+    /// `system` tables.
+    pub fn with_access(self, access: Arc<sluice_access::Access>) -> Self {
+        let mut me = self
+            .with_system_table(Arc::new(access::RolesTable(access.clone())))
+            .with_system_table(Arc::new(access::GrantsTable(access.clone())))
+            .with_system_table(Arc::new(access::TokensTable(access.clone())));
+        me.access = Some(access);
+        me
     }
 
     /// Adds a table to the `system` schema.
@@ -111,7 +126,13 @@ impl QueryEngine {
         ));
         let ctx = SessionContext::new_with_state(state);
         if let Some(b) = &binding {
-            rel::seqfn::register(&ctx, &b.handle, db.unwrap_or("public"), &b.currvals);
+            rel::seqfn::register(
+                &ctx,
+                &b.handle,
+                db.unwrap_or("public"),
+                &b.currvals,
+                &b.principal,
+            );
         }
         let catalog = Arc::new(self.catalog.for_statement(binding));
         ctx.register_catalog(CATALOG, catalog);
@@ -122,15 +143,18 @@ impl QueryEngine {
     /// database `db` and answers the last statement's result. A
     /// transaction the statements leave open is rolled back, and that is an
     /// error: over HTTP a transaction lives within one request.
+    /// `principal` is who runs it (None: authentication is off).
     pub async fn execute(
         &self,
         db: Option<&str>,
+        principal: Option<Arc<sluice_access::Principal>>,
         sql: &str,
     ) -> Result<SendableRecordBatchStream, QueryError> {
         metrics::METRICS
             .queries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut session = Session::new(db);
+        session.principal = principal;
         let mut outcomes = self.run(&mut session, sql).await?;
         if session.in_transaction() {
             session.rollback();
@@ -165,6 +189,7 @@ impl QueryEngine {
             None => return Err(QueryError::Syntax("no statement".into())),
         };
         rel::view::expand(&mut stmt, &binding.catalog(), db.unwrap_or("public"))?;
+        let binding_principal = binding.principal.clone();
         let ctx = self.context_with(db, Some(binding));
         let plan = ctx
             .state()
@@ -179,6 +204,9 @@ impl QueryEngine {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(QueryError::Plan)?;
+        if let Some(p) = &binding_principal {
+            access::check_plan(p, &plan, db.unwrap_or("public"))?;
+        }
         let df = ctx
             .execute_logical_plan(plan)
             .await

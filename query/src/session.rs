@@ -23,6 +23,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use parking_lot::Mutex;
+use sluice_access::{Principal, Privilege};
 use sluice_relstore::{DdlOp, RelError, RelHandle, Txn};
 
 use crate::error::QueryError;
@@ -58,6 +59,8 @@ impl Outcome {
 
 pub struct Session {
     pub db: Option<String>,
+    /// Who runs the statements; None when authentication is off.
+    pub principal: Option<Arc<Principal>>,
     txn: Option<Arc<Mutex<Txn>>>,
     failed: bool,
     currvals: crate::rel::seqfn::Currvals,
@@ -67,6 +70,7 @@ impl Session {
     pub fn new(db: Option<&str>) -> Session {
         Session {
             db: db.map(str::to_string),
+            principal: None,
             txn: None,
             failed: false,
             currvals: Default::default(),
@@ -201,7 +205,45 @@ fn is_schema_change(st: &Statement) -> bool {
             | Statement::Comment { .. }
             | Statement::Drop { .. }
             | Statement::AlterTable(_)
-    )
+    ) || crate::access::is_access_ast(st)
+}
+
+/// The schemas a schema change alters, each of which it needs admin on.
+fn changed_schemas(st: &Statement, db: &str) -> Result<Vec<String>, QueryError> {
+    use datafusion::sql::sqlparser::ast::CommentObject as C;
+    let of =
+        |n: &datafusion::sql::sqlparser::ast::ObjectName| relddl::resolve(n, db).map(|(s, _)| s);
+    Ok(match st {
+        Statement::CreateTable(ct) => vec![of(&ct.name)?],
+        Statement::CreateIndex(ci) => vec![of(&ci.table_name)?],
+        Statement::CreateView(cv) => vec![of(&cv.name)?],
+        Statement::CreateSequence { name, .. } => vec![of(name)?],
+        Statement::AlterTable(at) => vec![of(&at.name)?],
+        Statement::Truncate(t) => t
+            .table_names
+            .iter()
+            .map(|t| of(&t.name))
+            .collect::<Result<_, _>>()?,
+        Statement::Drop { names, .. } => names.iter().map(of).collect::<Result<_, _>>()?,
+        Statement::Comment {
+            object_type,
+            object_name,
+            ..
+        } => {
+            let parts: Vec<String> = object_name
+                .0
+                .iter()
+                .filter_map(|p| p.as_ident().map(relddl::norm))
+                .collect();
+            match (object_type, parts.as_slice()) {
+                (C::Database | C::Schema, [d, ..]) => vec![d.clone()],
+                (C::Column, [s, _, _]) => vec![s.clone()],
+                (C::Column, _) => vec![db.to_string()],
+                _ => vec![of(object_name)?],
+            }
+        }
+        _ => Vec::new(),
+    })
 }
 
 /// Operators one statement may hold. An operator chain (`a + b + …`,
@@ -316,7 +358,21 @@ impl QueryEngine {
                 return Err(QueryError::DdlInTransaction);
             }
             let db = s.db.clone().unwrap_or_else(|| "public".to_string());
-            out.push((BlockEffect::None, self.alter_sequence(&db, rest).await?));
+            out.push((BlockEffect::None, self.alter_sequence(s, &db, rest).await?));
+            return Ok(());
+        }
+        // CREATE USER … PASSWORD and GRANT role TO … are not in the general
+        // parser's grammar: such a statement on its own is read by `access`.
+        if crate::access::is_access_statement(sql)
+            && !sql.trim().trim_end_matches(';').contains(';')
+        {
+            if s.failed {
+                return Err(QueryError::TransactionAborted);
+            }
+            if s.txn.is_some() {
+                return Err(QueryError::DdlInTransaction);
+            }
+            out.push((BlockEffect::None, self.run_access(s, sql).await?));
             return Ok(());
         }
         let stmts = parse(sql)?;
@@ -457,10 +513,18 @@ impl QueryEngine {
         res
     }
 
-    async fn alter_sequence(&self, db: &str, rest: &str) -> Result<Outcome, QueryError> {
+    async fn alter_sequence(
+        &self,
+        s: &Session,
+        db: &str,
+        rest: &str,
+    ) -> Result<Outcome, QueryError> {
         let rel = self.rel()?;
         let (if_exists, name, options, restart) = relddl::parse_alter_sequence(rest)?;
         let (schema, n) = relddl::resolve(&name, db)?;
+        if let Some(p) = &s.principal {
+            p.check(&schema, Privilege::Admin)?;
+        }
         let Some(def) = rel.catalog().sequence(&schema, &n).cloned() else {
             if if_exists {
                 return Ok(Outcome::Command("ALTER SEQUENCE".into()));
@@ -510,6 +574,7 @@ impl QueryEngine {
                 txn,
                 dml_target: None,
                 currvals: s.currvals.clone(),
+                principal: s.principal.clone(),
             }),
             own,
         ))
@@ -517,6 +582,17 @@ impl QueryEngine {
 
     async fn dispatch(&self, s: &mut Session, stmt: Statement) -> Result<Outcome, QueryError> {
         let db = s.db.clone().unwrap_or_else(|| "public".to_string());
+        if crate::access::is_access_ast(&stmt) {
+            if s.txn.is_some() {
+                return Err(QueryError::DdlInTransaction);
+            }
+            return self.run_access(s, &stmt.to_string()).await;
+        }
+        if let Some(p) = &s.principal {
+            for schema in changed_schemas(&stmt, &db)? {
+                crate::access::check_schema(p, &schema, Privilege::Admin)?;
+            }
+        }
         match &stmt {
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
                 let (binding, own) = self.binding(s, false)?;
@@ -591,6 +667,9 @@ impl QueryEngine {
         let text = stmt.to_string();
         if let Some(set) = crate::ddl::parse(s.db.as_deref(), &text) {
             let set = set.map_err(QueryError::Settings)?;
+            if let Some(p) = &s.principal {
+                p.check(&set.database, Privilege::Admin)?;
+            }
             crate::ddl::apply(&self.engine, &set)?;
             return Ok(Outcome::Command("ok".into()));
         }
@@ -677,6 +756,19 @@ impl QueryEngine {
         }
         let ctx = self.context_with(s.db.as_deref(), binding);
         let fallback = unnamed_outputs(&stmt).then(|| stmt.clone());
+        let plan = self.plan_unchecked(&ctx, stmt, fallback).await?;
+        if let Some(p) = &s.principal {
+            crate::access::check_plan(p, &plan, s.db.as_deref().unwrap_or("public"))?;
+        }
+        Ok((ctx, plan))
+    }
+
+    async fn plan_unchecked(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        stmt: Statement,
+        fallback: Option<Statement>,
+    ) -> Result<datafusion::logical_expr::LogicalPlan, QueryError> {
         let state = ctx.state();
         let plan = match state
             .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
@@ -698,7 +790,7 @@ impl QueryEngine {
                 _ => return Err(QueryError::Plan(e)),
             },
         };
-        Ok((ctx, plan))
+        Ok(plan)
     }
 
     /// The columns `stmt` answers with, without running it (for the

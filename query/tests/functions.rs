@@ -41,7 +41,7 @@ fn write(engine: &Engine, shard: usize, host: &str, rows: &[(i64, Option<f64>)])
 }
 
 async fn sql(q: &QueryEngine, query: &str) -> String {
-    let stream = match q.execute(Some("db"), query).await {
+    let stream = match q.execute(Some("db"), None, query).await {
         Ok(s) => s,
         Err(e) => panic!("{query}: {e}"),
     };

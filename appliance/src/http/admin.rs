@@ -18,7 +18,8 @@ pub async fn flush(
     Query(p): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    st.authorize(&headers, p.get("p").map(String::as_str))?;
+    let caller = st.authorize(&headers, &p).await?;
+    super::auth::require_superuser(&caller, "flush")?;
     let started = std::time::Instant::now();
     st.engine.flush().await?;
     Ok(axum::Json(serde_json::json!({
@@ -35,7 +36,7 @@ pub async fn metrics(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     if !st.metrics_public {
-        st.authorize(&headers, p.get("p").map(String::as_str))?;
+        st.authorize(&headers, &p).await?;
     }
     let status = crate::status::collect(&st).await?;
     Ok((
@@ -51,7 +52,7 @@ pub async fn status(
     Query(p): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    st.authorize(&headers, p.get("p").map(String::as_str))?;
+    st.authorize(&headers, &p).await?;
     let status = crate::status::collect(&st).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(status)))
 }

@@ -235,8 +235,13 @@ pub async fn schema(
     Query(p): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    st.authorize(&headers, p.get("p").map(String::as_str))?;
-    let overview = st.query.overview().await?;
+    let caller = st.authorize(&headers, &p).await?;
+    let mut overview = st.query.overview().await?;
+    overview.databases.retain(|d| {
+        caller
+            .as_ref()
+            .is_none_or(|c| c.allows(&d.name, sluice_access::Privilege::Read))
+    });
     Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(overview)).into_response())
 }
 

@@ -12,9 +12,11 @@ use sluice_ingest::lp::{self, MAX_REPORTED_ERRORS};
 use sluice_ingest::stats::{Frontend, Tally, STATS};
 use sluice_ingest::{Precision, WriteOptions};
 
+use super::auth::{may_see, require};
 use super::body::read_body;
 use super::AppState;
 use crate::error::ApiError;
+use sluice_access::Privilege;
 
 /// The InfluxDB version clients are told they talk to; 1.8 is what Telegraf's
 /// v1 output and most libraries expect of the v1 API.
@@ -28,11 +30,12 @@ pub async fn write_v1(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    st.authorize(&headers, p.get("p").map(String::as_str))?;
+    let caller = st.authorize(&headers, &p).await?;
     let db = p
         .get("db")
         .filter(|d| !d.is_empty())
         .ok_or_else(|| ApiError::BadRequest("database is required: add ?db=<name>".into()))?;
+    require(&caller, db, Privilege::Write)?;
     write(&st, db, p.get("precision"), &headers, body).await
 }
 
@@ -42,13 +45,14 @@ pub async fn write_v2(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    st.authorize(&headers, None)?;
+    let caller = st.authorize(&headers, &HashMap::new()).await?;
     let bucket = p
         .get("bucket")
         .filter(|d| !d.is_empty())
         .ok_or_else(|| ApiError::BadRequest("bucket is required: add ?bucket=<name>".into()))?;
     // v1 compatibility buckets are spelled "db/rp"; the database is the bucket.
     let db = bucket.split('/').next().unwrap_or(bucket);
+    require(&caller, db, Privilege::Write)?;
     write(&st, db, p.get("precision"), &headers, body).await
 }
 
@@ -109,7 +113,7 @@ pub async fn query(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    st.authorize(&headers, p.get("p").map(String::as_str))?;
+    let caller = st.authorize(&headers, &p).await?;
     let mut q = p.get("q").cloned();
     if q.is_none() {
         let raw = read_body(&headers, body, 1 << 20).await?;
@@ -120,6 +124,7 @@ pub async fn query(
     let q = q.ok_or_else(|| ApiError::BadRequest("missing parameter q".into()))?;
     let stmt = q.trim().trim_end_matches(';').trim();
     if let Some(name) = parse_create_database(stmt) {
+        require(&caller, &name, Privilege::Admin)?;
         st.engine.catalog().create_database(&name)?;
         return Ok(Json(serde_json::json!({"results": [{"statement_id": 0}]})).into_response());
     }
@@ -130,6 +135,7 @@ pub async fn query(
             .snapshot()
             .databases
             .keys()
+            .filter(|d| may_see(&caller, d))
             .map(|d| [d.clone()])
             .collect();
         return Ok(Json(

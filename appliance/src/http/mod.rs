@@ -1,6 +1,7 @@
 //! The HTTP API: InfluxDB-compatible writes, SQL, health.
 
 mod admin;
+pub mod auth;
 mod body;
 pub mod console;
 mod influx;
@@ -9,13 +10,10 @@ mod sql;
 
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
 use sluice_engine::EngineHandle;
 use sluice_query::QueryEngine;
-
-use crate::error::ApiError;
 
 pub struct AppState {
     pub engine: EngineHandle,
@@ -23,57 +21,12 @@ pub struct AppState {
     pub query: std::sync::Arc<QueryEngine>,
     pub mqtt: Option<sluice_ingest::mqtt::MqttBroker>,
     pub max_body_bytes: usize,
-    pub auth_token: Option<String>,
+    pub access: Arc<sluice_access::Access>,
+    /// Every endpoint but the static files and health asks for credentials.
+    pub auth_on: bool,
     pub metrics_public: bool,
     pub started: crate::status::Started,
     pub ui: console::Assets,
-}
-
-impl AppState {
-    /// Accepts the credential forms InfluxDB clients send: `Token`, `Bearer`,
-    /// basic auth (password is the token) and the v1 `p` parameter.
-    pub fn authorize(
-        &self,
-        headers: &HeaderMap,
-        password_param: Option<&str>,
-    ) -> Result<(), ApiError> {
-        let Some(expected) = &self.auth_token else {
-            return Ok(());
-        };
-        let mut presented: Option<String> = password_param.map(str::to_string);
-        if let Some(v) = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        {
-            let v = v.trim();
-            if let Some(t) = v
-                .strip_prefix("Token ")
-                .or_else(|| v.strip_prefix("Bearer "))
-            {
-                presented = Some(t.trim().to_string());
-            } else if let Some(b) = v.strip_prefix("Basic ") {
-                presented = basic_password(b.trim());
-            }
-        }
-        match presented {
-            Some(p) if constant_time_eq(p.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(ApiError::Unauthorized("invalid token".into())),
-            None => Err(ApiError::Unauthorized(
-                "send `Authorization: Token <token>`".into(),
-            )),
-        }
-    }
-}
-
-fn basic_password(b64: &str) -> Option<String> {
-    use base64::Engine as _;
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    let s = String::from_utf8(raw).ok()?;
-    s.split_once(':').map(|(_, p)| p.to_string())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -85,6 +38,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/flush", post(admin::flush))
         .route("/metrics", get(admin::metrics))
         .route("/api/v1/status", get(admin::status))
+        .route(
+            "/api/v1/tokens",
+            get(auth::list_tokens).post(auth::create_token),
+        )
+        .route(
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(auth::revoke_token),
+        )
         .route("/ping", get(influx::ping).head(influx::ping))
         .route("/health", get(influx::health))
         .route("/api/v1/schema", get(console::schema))

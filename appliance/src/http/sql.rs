@@ -30,7 +30,7 @@ pub async fn sql(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    st.authorize(&headers, p.get("p").map(String::as_str))?;
+    let caller = st.authorize(&headers, &p).await?;
     let raw = read_body(&headers, body, 1 << 20).await?;
     let req: SqlRequest = if raw.iter().all(|b| b.is_ascii_whitespace()) {
         SqlRequest::default()
@@ -54,7 +54,7 @@ pub async fn sql(
             .and_then(Format::from_accept)
             .unwrap_or(Format::Json),
     };
-    let mut stream = st.query.execute(db.as_deref(), &sql).await?;
+    let mut stream = st.query.execute(db.as_deref(), caller, &sql).await?;
     let mut enc = Encoder::new(format, stream.schema());
     let mut head = enc.begin()?;
     // Fail with a proper status if the query fails before producing anything.

@@ -1,15 +1,17 @@
-//! Who may open a PostgreSQL session. Without a token the port is as open
-//! as the HTTP API is; with `http.auth_token` set, a client must prove it
-//! knows the token by SCRAM-SHA-256 (the token is its password; the user
-//! name is free), so the port is no way around the API's credentials.
+//! Who may open a PostgreSQL session. With authentication off the port is
+//! as open as the HTTP API is. With it on, a client proves its password by
+//! SCRAM-SHA-256 against the verifier the access directory keeps for the
+//! user it names; the shared `http.auth_token`, if set, is also accepted as
+//! the password of any name that is not a role, so the port is no way
+//! around the API's credentials.
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use futures::Sink;
 use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
+use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth, ScramSecret};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
@@ -17,53 +19,134 @@ use pgwire::api::auth::{
 use pgwire::api::ClientInfo;
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use sluice_access::{Access, Principal, SCRAM_ITERATIONS};
 
-/// RFC 7677's minimum; the work is the client's, once per connection.
-const ITERATIONS: usize = 4096;
+/// Which secret a connection's exchange was checked against, decided when
+/// the client named its user.
+#[derive(Debug, Clone)]
+pub enum Chosen {
+    Role(String),
+    Root,
+}
+
+/// What every connection's startup shares.
+pub struct Gate {
+    pub access: Arc<Access>,
+    pub auth_on: bool,
+    /// The shared token's SCRAM secret, derived once: the token is not kept.
+    root: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Gate {
+    pub fn new(access: Arc<Access>, auth_on: bool, token: Option<&str>) -> Gate {
+        let root = token.map(|t| {
+            let salt: [u8; 16] = rand::random();
+            (
+                salt.to_vec(),
+                gen_salted_password(t, &salt, SCRAM_ITERATIONS as usize),
+            )
+        });
+        Gate {
+            access,
+            auth_on,
+            root,
+        }
+    }
+
+    /// Who a connection acts as, now: None when authentication is off.
+    pub fn principal(&self, chosen: &OnceLock<Chosen>, user: &str) -> Option<Arc<Principal>> {
+        if !self.auth_on {
+            return None;
+        }
+        Some(Arc::new(match chosen.get() {
+            Some(Chosen::Root) => Principal::root(),
+            // A role dropped since it logged in may do nothing more.
+            Some(Chosen::Role(name)) => self
+                .access
+                .principal(name)
+                .unwrap_or_else(|_| Principal::nobody(name)),
+            None => Principal::nobody(user),
+        }))
+    }
+}
 
 pub enum Startup {
     Open(Open),
-    Token(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
+    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
 }
 
 pub struct Open;
 
 impl NoopStartupHandler for Open {}
 
-/// The token's SCRAM secret, derived once: the token itself is not kept.
-struct TokenSecret {
-    salt: Vec<u8>,
-    salted: Vec<u8>,
+/// The secrets one connection's exchange may be checked against.
+struct Source {
+    gate: Arc<Gate>,
+    chosen: Arc<OnceLock<Chosen>>,
 }
 
-impl Debug for TokenSecret {
+impl Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenSecret(<redacted>)")
+        f.write_str("Source(<redacted>)")
     }
 }
 
 #[async_trait]
-impl AuthSource for TokenSecret {
+impl AuthSource for Source {
     async fn get_password(&self, _login: &LoginInfo) -> PgWireResult<Password> {
-        Ok(Password::new(Some(self.salt.clone()), self.salted.clone()))
+        Err(PgWireError::ApiError(
+            "only SCRAM-SHA-256 is offered".into(),
+        ))
+    }
+
+    async fn get_scram_secret(&self, login: &LoginInfo) -> PgWireResult<(ScramSecret, Option<()>)> {
+        let user = login.user().unwrap_or_default();
+        if let Some(v) = self.gate.access.scram_verifier(user) {
+            let _ = self.chosen.set(Chosen::Role(user.to_string()));
+            return Ok((verifier(v), None));
+        }
+        if let Some((salt, salted)) = &self.gate.root {
+            if self.gate.access.directory().roles.get(user).is_none() {
+                let _ = self.chosen.set(Chosen::Root);
+                return Ok((
+                    ScramSecret::SaltedPassword {
+                        salt: salt.clone(),
+                        salted_password: salted.clone(),
+                    },
+                    None,
+                ));
+            }
+        }
+        // No such user (or one that may not log in): an exchange that fails
+        // where a wrong password would.
+        Ok((verifier(self.gate.access.mock_verifier(user)), None))
+    }
+}
+
+fn verifier(v: sluice_access::ScramVerifier) -> ScramSecret {
+    ScramSecret::Verifier {
+        salt: v.salt,
+        iterations: v.iterations as usize,
+        stored_key: v.stored_key,
+        server_key: v.server_key,
     }
 }
 
 impl Startup {
-    pub fn new(token: Option<&str>) -> Startup {
-        let Some(token) = token else {
+    /// The startup of one connection; what it decides lands in `chosen`.
+    pub fn new(gate: &Arc<Gate>, chosen: Arc<OnceLock<Chosen>>) -> Startup {
+        if !gate.auth_on {
             return Startup::Open(Open);
+        }
+        let source = Source {
+            gate: gate.clone(),
+            chosen,
         };
-        let salt: [u8; 16] = rand::random();
-        let secret = TokenSecret {
-            salted: gen_salted_password(token, &salt, ITERATIONS),
-            salt: salt.to_vec(),
-        };
-        let mut scram = ScramAuth::new(Arc::new(secret));
-        scram.set_iterations(ITERATIONS);
+        let mut scram = ScramAuth::new(Arc::new(source));
+        scram.set_iterations(SCRAM_ITERATIONS as usize);
         let mut params = DefaultServerParameterProvider::default();
-        params.scram_iterations = ITERATIONS;
-        Startup::Token(Box::new(
+        params.scram_iterations = SCRAM_ITERATIONS as usize;
+        Startup::Scram(Box::new(
             SASLAuthStartupHandler::new(Arc::new(params)).with_scram(scram),
         ))
     }
@@ -83,7 +166,7 @@ impl StartupHandler for Startup {
     {
         match self {
             Startup::Open(h) => h.on_startup(client, message).await,
-            Startup::Token(h) => h.on_startup(client, message).await,
+            Startup::Scram(h) => h.on_startup(client, message).await,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! the first failing statement of a simple query ends it, and the
 //! transaction status byte follows BEGIN, COMMIT and ROLLBACK.
 
-mod auth;
+pub mod auth;
 mod encode;
 mod params;
 
@@ -33,6 +33,8 @@ use tokio::sync::Mutex;
 /// One client connection's handlers and session.
 pub struct Connection {
     query: Arc<QueryEngine>,
+    gate: Arc<auth::Gate>,
+    chosen: Arc<std::sync::OnceLock<auth::Chosen>>,
     session: Mutex<Option<Session>>,
     parser: Arc<NoopQueryParser>,
 }
@@ -71,6 +73,11 @@ impl Connection {
                 .cloned()
                 .filter(|d| !d.is_empty());
             *guard = Some(Session::new(db.as_deref()));
+        }
+        // Grants are read at each statement, as PostgreSQL checks them.
+        if let Some(s) = guard.as_mut() {
+            let user = client.metadata().get("user").cloned().unwrap_or_default();
+            s.principal = self.gate.principal(&self.chosen, &user);
         }
         guard
     }
@@ -259,16 +266,15 @@ impl PgWireServerHandlers for Handlers {
 }
 
 /// Serves the PostgreSQL protocol on `listener` until the task is dropped;
-/// with a token, only to clients that prove they know it.
+/// with authentication on, only to clients that prove who they are.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     query: Arc<QueryEngine>,
-    token: Option<String>,
+    gate: Arc<auth::Gate>,
     tls: Option<Arc<crate::tls::Tls>>,
     allow_plaintext: bool,
 ) {
     let parser = Arc::new(NoopQueryParser::new());
-    let startup = Arc::new(auth::Startup::new(token.as_deref()));
     loop {
         let (socket, peer): (tokio::net::TcpStream, SocketAddr) = match listener.accept().await {
             Ok(s) => s,
@@ -279,13 +285,16 @@ pub async fn serve(
                 continue;
             }
         };
+        let chosen = Arc::new(std::sync::OnceLock::new());
         let handlers = Handlers {
             conn: Arc::new(Connection {
                 query: query.clone(),
+                gate: gate.clone(),
+                chosen: chosen.clone(),
                 session: Mutex::new(None),
                 parser: parser.clone(),
             }),
-            startup: startup.clone(),
+            startup: Arc::new(auth::Startup::new(&gate, chosen)),
         };
         let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {

@@ -206,7 +206,7 @@ pub async fn collect(st: &AppState) -> Result<Status, crate::error::ApiError> {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: st.started.at.elapsed().as_secs_f64(),
         now_ms,
-        auth: st.auth_token.is_some(),
+        auth: st.auth_on,
         ingest: Ingest {
             frontends,
             databases: STATS

@@ -1,7 +1,6 @@
-//! What Sluice plugs into rmqtt: password authentication, the ingest hook,
+//! What Sluice plugs into rmqtt: the ingest hook,
 //! retained-message storage and shared-subscription balancing.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,56 +14,17 @@ use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::retain::{DefaultRetainStorage, RetainStorage};
 use rmqtt::subscribe::SharedSubscription;
 use rmqtt::types::{
-    AuthResult, FromType, Publish, PublishAclResult, PublishResult, Retain, TopicFilter, TopicName,
+    FromType, Publish, PublishAclResult, PublishResult, Retain, TopicFilter, TopicName,
 };
 
 use super::pipeline::{Job, Pipeline};
 use super::RouteTable;
 
-/// Username and password from the configuration.
-pub struct Auth {
-    pub users: BTreeMap<String, String>,
-    /// The API token, accepted as the password of any user name.
-    pub token: Option<String>,
-}
-
-/// Equal-time comparison, so a password cannot be guessed by timing.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[async_trait]
-impl Handler for Auth {
-    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
-        let Parameter::ClientAuthenticate(info) = param else {
-            return (true, acc);
-        };
-        let user = info.username().map(|u| u.to_string());
-        let password = info.password();
-        let by_token = password
-            .zip(self.token.as_deref())
-            .is_some_and(|(p, t)| same(t.as_bytes(), p));
-        let ok = by_token
-            || match (user, password) {
-                (Some(u), Some(p)) => self
-                    .users
-                    .get(&u)
-                    .is_some_and(|expected| same(expected.as_bytes(), p)),
-                _ => false,
-            };
-        let result = if ok {
-            AuthResult::Allow(false, None)
-        } else {
-            tracing::info!(client = %info.id(), "MQTT client refused: bad username or password");
-            AuthResult::BadUsernameOrPassword
-        };
-        (false, Some(HookResult::AuthResult(result)))
-    }
-}
-
 #[derive(Clone)]
 pub struct Ingest {
     pub routes: Arc<RouteTable>,
+    /// With authentication on: who may publish where.
+    pub gate: Option<Arc<super::access::Gate>>,
     pub pipeline: Pipeline,
     pub max_payload: usize,
 }
@@ -125,10 +85,15 @@ impl Handler for Ingest {
         match param {
             // Every client PUBLISH passes here before it is forwarded or
             // acknowledged.
-            Parameter::MessagePublishCheckAcl(_, publish) => {
+            Parameter::MessagePublishCheckAcl(session, publish) => {
                 if let Some(HookResult::PublishAclResult(r)) = &acc {
                     if r.is_rejected() {
                         return (false, acc);
+                    }
+                }
+                if let Some(g) = &self.gate {
+                    if let Some(refusal) = g.check_publish(session, publish, &self.routes).await {
+                        return (false, Some(refusal));
                     }
                 }
                 match self.store(publish, publish.qos != QoS::AtMostOnce).await {

@@ -11,6 +11,7 @@
 //! is acknowledged that is not durable. Will messages are stored the same
 //! way from the publish hook.
 
+pub mod access;
 mod hooks;
 mod pipeline;
 
@@ -33,12 +34,16 @@ use crate::route::{Format, Route, TopicPattern};
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
     pub addr: SocketAddr,
-    /// Username → password. With no users and no token, anonymous
-    /// clients are allowed.
+    /// Username → clear-text password (`mqtt.users`, for a broker without
+    /// the access directory).
     pub users: BTreeMap<String, String>,
-    /// The API token: when set, a client must log in, and the token is a
-    /// valid password for any user name.
-    pub token: Option<String>,
+    /// Set when authentication is on: clients log in as its users (or with
+    /// a token as the password), and publish only where they may write.
+    pub access: Option<Arc<sluice_access::Access>>,
+    /// Topic ACL rules, in order.
+    pub acl: Vec<access::AclRule>,
+    /// Whether a publish or subscribe that no rule matches is allowed.
+    pub acl_no_match_allows: bool,
     /// Route `ingest/<db>` (line protocol) to database `<db>`.
     pub ingest_topics: bool,
     pub max_payload_bytes: usize,
@@ -60,6 +65,12 @@ pub enum MqttError {
     },
     #[error("cannot start the MQTT ingest committer thread: {0}")]
     Committer(std::io::Error),
+    #[error("MQTT ACL rule {index} ({topic:?}): {reason}")]
+    Acl {
+        index: usize,
+        topic: String,
+        reason: String,
+    },
 }
 
 /// Counters for `/metrics`.
@@ -186,6 +197,13 @@ impl MqttBroker {
 /// current tokio runtime.
 pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, MqttError> {
     let routes = Arc::new(RouteTable::new(&cfg)?);
+    for (index, rule) in cfg.acl.iter().enumerate() {
+        rule.validate().map_err(|reason| MqttError::Acl {
+            index,
+            topic: rule.topic.clone(),
+            reason,
+        })?;
+    }
     let bind_err = |source| MqttError::Bind {
         addr: cfg.addr,
         source,
@@ -202,7 +220,7 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
         // PUBACKs are tiny; Nagle would hold them back.
         .nodelay(true)
         .max_packet_size(max_packet)
-        .allow_anonymous(cfg.users.is_empty() && cfg.token.is_none())
+        .allow_anonymous(cfg.users.is_empty() && cfg.access.is_none())
         // Receive Maximum, and so the most QoS 1 publishes of a connection
         // that the (patched) broker checks as one batch: one durable write
         // acknowledges them all.
@@ -234,18 +252,28 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
     let pipeline =
         pipeline::Pipeline::start(engine, routes.clone()).map_err(MqttError::Committer)?;
     let register = scx.extends.hook_mgr().register();
-    if !cfg.users.is_empty() || cfg.token.is_some() {
-        register
-            .add(
-                Type::ClientAuthenticate,
-                Box::new(hooks::Auth {
-                    users: cfg.users.clone(),
-                    token: cfg.token.clone(),
-                }),
-            )
-            .await;
-    }
+    let gate = if !cfg.users.is_empty() || cfg.access.is_some() {
+        let gate = Arc::new(access::Gate::new(
+            cfg.access.clone(),
+            cfg.users.clone(),
+            cfg.acl.clone(),
+            cfg.acl_no_match_allows,
+        ));
+        let hook = || {
+            Box::new(access::Hook {
+                gate: gate.clone(),
+                routes: routes.clone(),
+            })
+        };
+        register.add(Type::ClientAuthenticate, hook()).await;
+        register.add(Type::ClientSubscribeCheckAcl, hook()).await;
+        register.add(Type::ClientDisconnected, hook()).await;
+        Some(gate)
+    } else {
+        None
+    };
     let ingest = hooks::Ingest {
+        gate,
         routes,
         pipeline,
         max_payload: cfg.max_payload_bytes,

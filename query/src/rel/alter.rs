@@ -56,6 +56,7 @@ impl QueryEngine {
             txn: Arc::new(parking_lot::Mutex::new(txn)),
             dml_target: None,
             currvals: Default::default(),
+            principal: None,
         });
         let batches = self.collect_in(Some(db), binding, sql).await?;
         let n = batches

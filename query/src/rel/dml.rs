@@ -39,6 +39,9 @@ fn target(
     db: &str,
 ) -> Result<Arc<TableDef>, QueryError> {
     let (schema, table) = resolve(name, db)?;
+    if let Some(p) = &binding.principal {
+        p.check(&schema, sluice_access::Privilege::Write)?;
+    }
     binding
         .catalog()
         .table(&schema, &table)

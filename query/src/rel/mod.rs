@@ -26,6 +26,8 @@ pub struct RelBinding {
     pub dml_target: Option<u64>,
     /// The session's `currval` values.
     pub currvals: seqfn::Currvals,
+    /// Who the statement runs as; None when authentication is off.
+    pub principal: Option<Arc<sluice_access::Principal>>,
 }
 
 impl RelBinding {
@@ -36,6 +38,7 @@ impl RelBinding {
             txn: self.txn.clone(),
             dml_target: Some(table),
             currvals: self.currvals.clone(),
+            principal: self.principal.clone(),
         }
     }
 

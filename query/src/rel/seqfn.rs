@@ -33,6 +33,7 @@ struct SeqFn {
     handle: RelHandle,
     db: String,
     currvals: Currvals,
+    principal: Option<Arc<sluice_access::Principal>>,
     signature: Signature,
 }
 
@@ -81,6 +82,20 @@ impl SeqFn {
             .sequence(&schema, &n)
             .map(|s| s.id)
             .ok_or_else(|| rel(RelError::UndefinedTable(format!("sequence {name}"))))
+            .and_then(|id| {
+                // Taking or setting a value writes; reading currval reads.
+                let need = match self.kind {
+                    Kind::Curr => sluice_access::Privilege::Read,
+                    Kind::Next | Kind::Set => sluice_access::Privilege::Write,
+                };
+                match &self.principal {
+                    Some(p) => p
+                        .check(&schema, need)
+                        .map(|()| id)
+                        .map_err(|e| DataFusionError::External(Box::new(e))),
+                    None => Ok(id),
+                }
+            })
     }
 
     fn one(&self, name: &str, value: Option<i64>, is_called: bool) -> Result<i64> {
@@ -172,7 +187,13 @@ impl ScalarUDFImpl for SeqFn {
 }
 
 /// Registers the three functions for one statement of a session.
-pub fn register(ctx: &SessionContext, handle: &RelHandle, db: &str, currvals: &Currvals) {
+pub fn register(
+    ctx: &SessionContext,
+    handle: &RelHandle,
+    db: &str,
+    currvals: &Currvals,
+    principal: &Option<Arc<sluice_access::Principal>>,
+) {
     for (kind, sig) in [
         (
             Kind::Next,
@@ -203,6 +224,7 @@ pub fn register(ctx: &SessionContext, handle: &RelHandle, db: &str, currvals: &C
         ctx.register_udf(ScalarUDF::new_from_impl(SeqFn {
             kind,
             handle: handle.clone(),
+            principal: principal.clone(),
             db: db.to_string(),
             currvals: currvals.clone(),
             signature: sig,
