@@ -183,7 +183,7 @@ async fn grants_are_per_database_and_inherited_through_roles() {
     must(a.drop_role(&admin, "readers", false).await);
     let bob = must(a.login(Some("bob"), "pw-bob").await);
     assert!(!bob.allows("plant", Privilege::Read));
-    assert!(must(a.drop_role(&admin, "readers", true).await) == false);
+    assert!(!must(a.drop_role(&admin, "readers", true).await));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,11 +33,11 @@ use crate::QueryEngine;
 /// The statement kinds this module runs, by their first words.
 pub(crate) fn is_access_statement(sql: &str) -> bool {
     let mut words = sql.split_whitespace().map(str::to_ascii_uppercase);
-    match (words.next().as_deref(), words.next().as_deref()) {
-        (Some("CREATE" | "ALTER" | "DROP"), Some("USER" | "ROLE")) => true,
-        (Some("GRANT" | "REVOKE"), Some(_)) => true,
-        _ => false,
-    }
+    matches!(
+        (words.next().as_deref(), words.next().as_deref()),
+        (Some("CREATE" | "ALTER" | "DROP"), Some("USER" | "ROLE"))
+            | (Some("GRANT" | "REVOKE"), Some(_))
+    )
 }
 
 /// Whether a statement the general parser read belongs here (in a body of

@@ -266,7 +266,13 @@ impl Latest {
         let mut newest: HashMap<Vec<u8>, (i64, usize, u32)> = HashMap::new();
         for (bi, b) in batches.iter().enumerate() {
             let cols: Vec<_> = tags.iter().map(|(_, i)| b.column(*i).clone()).collect();
-            let rows = conv.convert_columns(&cols)?;
+            // With no tags the table is one series; the converter, given no
+            // columns, would have no rows to hand out.
+            let rows = if cols.is_empty() {
+                None
+            } else {
+                Some(conv.convert_columns(&cols)?)
+            };
             let Some(ts) = b
                 .column_by_name(TIME_COLUMN)
                 .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
@@ -275,12 +281,15 @@ impl Latest {
             };
             for r in 0..b.num_rows() {
                 let t = ts.value(r);
-                let k = rows.row(r);
-                match newest.get_mut(k.as_ref()) {
+                let k: &[u8] = match &rows {
+                    Some(rows) => rows.row(r).data(),
+                    None => &[],
+                };
+                match newest.get_mut(k) {
                     Some(e) if t < e.0 => {}
                     Some(e) => *e = (t, bi, r as u32),
                     None => {
-                        newest.insert(k.as_ref().to_vec(), (t, bi, r as u32));
+                        newest.insert(k.to_vec(), (t, bi, r as u32));
                     }
                 }
             }

@@ -276,15 +276,17 @@ impl TestServer {
         self.spawn();
     }
 
-    /// Adds the configured API token, if the server was started with one.
+    /// Adds the configured API token, if the server was started with one,
+    /// or else the first superuser's password, if the test gave it.
     fn authed(&self, rb: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
-        match self
-            .env
-            .iter()
-            .find(|(k, _)| k == "SLUICE_HTTP__AUTH_TOKEN")
-        {
-            Some((_, t)) => rb.header("Authorization", format!("Token {t}")),
-            None => rb,
+        let var = |name: &str| self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        match (
+            var("SLUICE_HTTP__AUTH_TOKEN"),
+            var("SLUICE_INITIAL_ADMIN_PASSWORD"),
+        ) {
+            (Some(t), _) => rb.header("Authorization", format!("Token {t}")),
+            (None, Some(p)) => rb.basic_auth("admin", Some(p)),
+            (None, None) => rb,
         }
     }
 

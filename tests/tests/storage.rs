@@ -372,4 +372,16 @@ fn latest_returns_the_newest_row_of_every_series() {
     let (status, body) = s.sql_raw("db", "SELECT * FROM latest('nope')");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("nope"), "{body}");
+    // A table without tags is one series: its newest row, from the buffer
+    // and from chunks alike.
+    assert_eq!(
+        s.write("db", "plain v=1 1000\nplain v=3 3000").status(),
+        204
+    );
+    s.flush();
+    assert_eq!(s.write("db", "plain v=2 2000").status(), 204);
+    assert_eq!(
+        s.rows("db", "SELECT v FROM latest('plain')"),
+        vec![vec![serde_json::json!(3.0)]]
+    );
 }

@@ -106,7 +106,7 @@ impl AuthSource for Source {
             return Ok((verifier(v), None));
         }
         if let Some((salt, salted)) = &self.gate.root {
-            if self.gate.access.directory().roles.get(user).is_none() {
+            if !self.gate.access.directory().roles.contains_key(user) {
                 let _ = self.chosen.set(Chosen::Root);
                 return Ok((
                     ScramSecret::SaltedPassword {
