@@ -317,6 +317,67 @@ fn with_a_token_the_console_asks_for_it_and_nothing_is_readable_without() {
 }
 
 #[test]
+fn users_sign_in_with_their_password_and_see_what_they_were_granted() {
+    let Some(b) = browser() else { return };
+    let s = TestServer::start_with(
+        &[("SLUICE_INITIAL_ADMIN_PASSWORD", "console-admin-pw")],
+        Some("[auth]\nenabled = true\n"),
+    );
+    s.sql("plant", "CREATE USER viewer WITH PASSWORD 'viewer-pw'");
+    s.sql("plant", "GRANT READ ON DATABASE plant TO viewer");
+    assert_eq!(s.write("plant", "x v=7 1").status(), 204);
+    b.goto(&s.url("/ui/"));
+    let login = b.wait("#login", WAIT);
+    b.wait_until("the login is shown", WAIT, |b| b.displayed(&login));
+    b.type_into(&b.wait("#user-input", WAIT), "viewer");
+    let secret = b.wait("#token-input", WAIT);
+    b.type_into(&secret, "not-it");
+    b.click_css("#login-submit");
+    b.wait_until("a wrong password is reported", WAIT, |b| {
+        b.displayed(&login)
+            && b.find_all("#login-message")
+                .first()
+                .is_some_and(|m| b.text(m).contains("wrong user name or password"))
+    });
+    b.type_into(&secret, "viewer-pw");
+    b.click_css("#login-submit");
+    b.wait_until("the login is gone", WAIT, |b| !b.displayed(&login));
+    b.click_css("button[data-view=\"sql\"]");
+    run_sql(&b, "SELECT v FROM plant.x");
+    wait_status(&b, "1 row");
+    assert_eq!(grid_rows(&b), vec![vec!["7".to_string()]]);
+    // The password was traded for a token of the console's own.
+    let tokens = || {
+        s.rows(
+            "plant",
+            "SELECT owner, description FROM system.tokens WHERE NOT expired",
+        )
+    };
+    assert_eq!(
+        tokens(),
+        vec![vec![
+            serde_json::json!("viewer"),
+            serde_json::json!("console sign-in")
+        ]]
+    );
+    // What viewer may not read is refused with its SQLSTATE.
+    run_sql(&b, "SELECT * FROM system.roles");
+    let err = b.wait("#error:not([hidden])", WAIT);
+    assert_eq!(b.attr(&err, "data-sqlstate").as_deref(), Some("42501"));
+    // Signing out revokes that token.
+    b.click_css("#logout");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !tokens().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sign-in token outlived sign-out"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.wait_until("the login is shown again", WAIT, |b| b.displayed(&login));
+}
+
+#[test]
 fn every_view_renders_in_both_themes_without_script_errors() {
     let Some(b) = browser() else { return };
     let s = TestServer::start();

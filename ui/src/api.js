@@ -51,23 +51,62 @@ function askForToken(rejected) {
     loginWaiters = { promise, resolve };
     const dlg = $("#login");
     $("#login-message").textContent = rejected
-      ? "The token was refused. Enter a valid API token."
-      : "This server requires an API token.";
+      ? "That was refused. Sign in again."
+      : "This server asks who you are: a user name and password, or an API token alone.";
     $("#token-input").value = "";
     if (typeof dlg.showModal === "function" && !dlg.open) dlg.showModal();
     else dlg.setAttribute("open", "");
-    setTimeout(() => $("#token-input").focus(), 0);
+    setTimeout(() => ($("#user-input").value ? $("#token-input") : $("#user-input")).focus(), 0);
   }
   return loginWaiters.promise;
+}
+
+/** How long a token made for the console at sign-in lives, in seconds. */
+const SESSION_SECS = 12 * 3600;
+
+/**
+ * Trades a user name and password for a token of the console's own, so the
+ * password is sent once and never stored. Resolves to the token, or throws
+ * with what the server said.
+ */
+async function signIn(user, password) {
+  const res = await fetch("/api/v1/tokens", {
+    method: "POST",
+    headers: {
+      "Content-Type": "application/json",
+      Authorization: "Basic " + btoa(unescape(encodeURIComponent(user + ":" + password))),
+    },
+    body: JSON.stringify({ description: "console sign-in", expires_in_secs: SESSION_SECS }),
+  });
+  const body = await res.json().catch(() => ({}));
+  if (res.status !== 201 || !body.token) throw new Error(body.error || `HTTP ${res.status}`);
+  return body.token;
+}
+
+/** The id of a token Sluice made (`sl_<id>_<secret>`), to revoke it at sign-out. */
+export function tokenId(t) {
+  const m = /^sl_([0-9a-f]{16})_[0-9a-f]{64}$/.exec(t || "");
+  return m ? m[1] : null;
 }
 
 /** Wires the login dialog and the logout button. */
 export function initLogin() {
   const dlg = $("#login");
-  const submit = (e) => {
+  const submit = async (e) => {
     e.preventDefault();
-    const t = $("#token-input").value.trim();
+    const user = $("#user-input").value.trim();
+    let t = $("#token-input").value;
+    if (!user) t = t.trim();
     if (!t) return;
+    if (user) {
+      try {
+        t = await signIn(user, t);
+      } catch (err) {
+        $("#login-message").textContent = "Sign-in refused: " + err.message;
+        $("#token-input").value = "";
+        return;
+      }
+    }
     setToken(t);
     if (dlg.open && typeof dlg.close === "function") dlg.close();
     dlg.removeAttribute("open");
@@ -79,6 +118,12 @@ export function initLogin() {
   // The dialog stays until a token is given: there is nothing to show without one.
   dlg.addEventListener("cancel", (e) => e.preventDefault());
   $("#logout").addEventListener("click", () => {
+    const t = memoryToken;
+    const id = tokenId(t);
+    // A sign-in token is revoked, not just forgotten.
+    if (id && t) {
+      fetch("/api/v1/tokens/" + id, { method: "DELETE", headers: { Authorization: "Token " + t } }).catch(() => {});
+    }
     setToken("");
     // Ask the server whether it wants a token; a 401 opens the dialog.
     api("/api/v1/status").catch(() => {});
