@@ -46,6 +46,8 @@ Settings (section.key = default):
   lp_tcp.allow_unauthenticated = false with http.auth_token set, TCP stays off unless true
   pg.enabled = true                    the PostgreSQL wire protocol
   pg.addr = \"127.0.0.1:5432\"
+  pg.max_connections = 256             more are refused with SQLSTATE 53300
+  pg.max_connections_per_client = 128  per client address
   storage.flush_bytes = 33554432       flush a shard's buffer at this size
   storage.flush_interval_secs = 60     flush rows older than this
   storage.max_buffer_bytes = 268435456 per shard; above it writes get HTTP 503
@@ -326,6 +328,10 @@ pub struct PgSection {
     pub addr: SocketAddr,
     /// With `[tls]`, also serve clients that do not ask for TLS.
     pub allow_plaintext: bool,
+    /// Open connections at most; more are refused with SQLSTATE 53300.
+    pub max_connections: usize,
+    /// Open connections per client address at most.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for PgSection {
@@ -334,6 +340,8 @@ impl Default for PgSection {
             enabled: true,
             addr: SocketAddr::from(([127, 0, 0, 1], 5432)),
             allow_plaintext: false,
+            max_connections: 256,
+            max_connections_per_client: 128,
         }
     }
 }

@@ -3,6 +3,7 @@
 mod access_store;
 mod catalog_store;
 mod config;
+mod conn_limits;
 mod error;
 mod http;
 mod kafka;
@@ -201,6 +202,11 @@ fn serve(cfg: Config) -> Result<(), String> {
                 gate,
                 tls.clone(),
                 cfg.pg.allow_plaintext,
+                conn_limits::Limiter::new(
+                    cfg.pg.max_connections,
+                    cfg.pg.max_connections_per_client,
+                    &pg::CONNECTIONS,
+                ),
             ));
         }
         let broker = if cfg.mqtt.enabled {

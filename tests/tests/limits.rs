@@ -1,5 +1,5 @@
-//! Floods and slow clients do not starve the others: HTTP connections are
-//! capped per client address, and a client that does not finish its
+//! Floods and slow clients do not starve the others: HTTP and PostgreSQL
+//! connections are capped per client address, and a client that does not finish its
 //! request headers in time is disconnected (slowloris).
 
 use std::io::{Read, Write};
@@ -99,5 +99,55 @@ fn one_client_address_cannot_take_every_connection() {
         health_from(&s, "127.0.0.1"),
         "closed connections were not given back"
     );
+    drop(held);
+}
+
+/// psql's answer to `SELECT 1`.
+fn psql_select_1(s: &TestServer) -> (bool, String) {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-A", "-t", "-q", "-w", "-h"])
+        .arg(s.pg.ip().to_string())
+        .arg("-p")
+        .arg(s.pg.port().to_string())
+        .args(["-U", "sluice", "-d", "plant", "-c", "SELECT 1"])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("psql (apt-get install postgresql-client)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_postgresql_port_refuses_past_its_limit_as_postgresql_does() {
+    let s = TestServer::start_with_env(&[("SLUICE_PG__MAX_CONNECTIONS_PER_CLIENT", "3")]);
+    assert_eq!(s.write("plant", "m v=1 1").status(), 204);
+    // Three idle connections take this address's share.
+    let mut held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(s.pg).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = psql_select_1(&s);
+    assert!(!ok, "a fourth connection got in: {out}");
+    assert!(out.contains("too many clients"), "{out}");
+    assert!(s.metric("sluice_pg_connections_refused_total") >= 1.0);
+    assert_eq!(s.metric("sluice_pg_connections"), 3.0);
+    // One goes: there is room again.
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out) = psql_select_1(&s);
+        if ok {
+            assert_eq!(out.trim(), "1");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no room after a connection closed: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(held);
 }

@@ -3,18 +3,18 @@
 //! stop. axum's own `serve` sets no header deadline, so a client that sends
 //! its headers a byte at a time would hold a connection for ever.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
+
+use crate::conn_limits::{Connections, Limiter};
 
 use crate::tls::Tls;
 
@@ -28,68 +28,7 @@ pub struct Limits {
 }
 
 /// Connections the HTTP server holds and has turned away, for the status.
-pub struct Connections {
-    pub open: AtomicU64,
-    pub refused: AtomicU64,
-}
-
-pub static CONNECTIONS: Connections = Connections {
-    open: AtomicU64::new(0),
-    refused: AtomicU64::new(0),
-};
-
-/// Connections open per client address.
-#[derive(Default)]
-struct PerClient(Mutex<HashMap<IpAddr, usize>>);
-
-/// One open connection's share of the limits, given back on drop.
-struct Slot {
-    _permit: OwnedSemaphorePermit,
-    clients: Arc<PerClient>,
-    ip: IpAddr,
-}
-
-impl PerClient {
-    fn take(
-        self: &Arc<Self>,
-        ip: IpAddr,
-        max: usize,
-        permit: OwnedSemaphorePermit,
-    ) -> Option<Slot> {
-        let mut m = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = m.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        CONNECTIONS.open.fetch_add(1, Ordering::Relaxed);
-        Some(Slot {
-            _permit: permit,
-            clients: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        CONNECTIONS.open.fetch_sub(1, Ordering::Relaxed);
-        let mut m = self
-            .clients
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
-}
+pub static CONNECTIONS: Connections = Connections::new();
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open
 /// requests finish (for a few seconds at most).
@@ -100,11 +39,9 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let all = Arc::new(Semaphore::new(limits.max_connections));
-    let clients = Arc::new(PerClient::default());
+    let limiter = Limiter::new(limits.max_connections, limits.max_per_client, &CONNECTIONS);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
-    let mut refused_logged: Option<std::time::Instant> = None;
     loop {
         let (socket, peer): (TcpStream, SocketAddr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -118,18 +55,8 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let slot = all
-            .clone()
-            .try_acquire_owned()
-            .ok()
-            .and_then(|p| clients.take(peer.ip(), limits.max_per_client, p));
-        let Some(slot) = slot else {
-            CONNECTIONS.refused.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = limiter.take(peer.ip(), "HTTP") else {
             // Closing at once is the cheapest answer to a flood.
-            if refused_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                tracing::warn!(%peer, "HTTP connection refused: connection limit reached");
-                refused_logged = Some(std::time::Instant::now());
-            }
             drop(socket);
             continue;
         };
@@ -170,15 +97,10 @@ pub async fn serve(
         });
     }
     let _ = stop_tx.send(true);
-    // Every connection holds a permit until it ends.
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        all.acquire_many(u32::try_from(limits.max_connections).unwrap_or(u32::MAX)),
-    )
-    .await;
+    // Every connection holds a slot until it ends.
+    limiter.drain(Duration::from_secs(5)).await;
 }
 
-/// Runs one connection; a stop asks it to finish its request and close.
 async fn drive<C>(conn: C, stop: &mut watch::Receiver<bool>)
 where
     C: std::future::Future<Output = hyper::Result<()>> + GracefulConn,

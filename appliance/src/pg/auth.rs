@@ -203,14 +203,78 @@ pub async fn asks_for_tls(socket: &tokio::net::TcpStream) -> bool {
 }
 
 /// Tells a client that did not ask for TLS why it is turned away.
-pub async fn refuse_plaintext(mut socket: tokio::net::TcpStream) {
+pub async fn refuse_plaintext(socket: tokio::net::TcpStream) {
+    refuse(
+        socket,
+        "28000",
+        "this server takes only TLS connections: connect with sslmode=require (or verify-full)",
+    )
+    .await
+}
+
+/// Turns away a client the connection limits leave no room for, the way
+/// PostgreSQL does: through the TLS negotiation first (libpq asks for TLS
+/// before anything else and would report only that the negotiation failed),
+/// then after the startup message, with FATAL 53300.
+pub async fn refuse_busy(
+    mut socket: tokio::net::TcpStream,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) {
     use tokio::io::AsyncWriteExt;
-    let info = pgwire::error::ErrorInfo::new(
-        "FATAL".to_string(),
-        "28000".to_string(),
-        "this server takes only TLS connections: connect with sslmode=require (or verify-full)"
-            .to_string(),
-    );
+    const MESSAGE: &str = "sorry, too many clients already";
+    let deadline = std::time::Duration::from_secs(2);
+    let first = tokio::time::timeout(deadline, read_packet(&mut socket)).await;
+    let Ok(Some(code)) = first else { return };
+    if code != SSL_REQUEST {
+        return refuse(socket, "53300", MESSAGE).await;
+    }
+    match acceptor {
+        Some(a) => {
+            if socket.write_all(b"S").await.is_err() {
+                return;
+            }
+            let Ok(Ok(mut tls)) = tokio::time::timeout(deadline, a.accept(socket)).await else {
+                return;
+            };
+            if let Ok(Some(_)) = tokio::time::timeout(deadline, read_packet(&mut tls)).await {
+                refuse(tls, "53300", MESSAGE).await;
+            }
+        }
+        None => {
+            if socket.write_all(b"N").await.is_err() {
+                return;
+            }
+            if let Ok(Some(_)) = tokio::time::timeout(deadline, read_packet(&mut socket)).await {
+                refuse(socket, "53300", MESSAGE).await;
+            }
+        }
+    }
+}
+
+/// Reads one length-prefixed startup-phase packet and answers its request
+/// code (the four bytes after the length); None if it is malformed.
+async fn read_packet<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<u32> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    // A startup message is small; anything larger is not one.
+    if !(8..=10_000).contains(&len) {
+        return None;
+    }
+    let mut rest = vec![0u8; len - 8];
+    s.read_exact(&mut rest).await.ok()?;
+    Some(u32::from_be_bytes([head[4], head[5], head[6], head[7]]))
+}
+
+/// Answers a FATAL error during the startup exchange and closes.
+pub async fn refuse<S>(mut socket: S, code: &str, message: &str)
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let info =
+        pgwire::error::ErrorInfo::new("FATAL".to_string(), code.to_string(), message.to_string());
     let mut buf = bytes::BytesMut::new();
     if PgWireBackendMessage::ErrorResponse(info.into())
         .encode(&mut buf)

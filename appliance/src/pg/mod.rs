@@ -30,6 +30,12 @@ use sluice_query::session::BlockEffect;
 use sluice_query::{Outcome, QueryEngine, QueryError, Session};
 use tokio::sync::Mutex;
 
+/// Clients told at once that there is no room; more are just closed.
+const REFUSALS_AT_ONCE: usize = 64;
+
+/// Connections the PostgreSQL port holds and has turned away.
+pub static CONNECTIONS: crate::conn_limits::Connections = crate::conn_limits::Connections::new();
+
 /// One client connection's handlers and session.
 pub struct Connection {
     query: Arc<QueryEngine>,
@@ -273,8 +279,10 @@ pub async fn serve(
     gate: Arc<auth::Gate>,
     tls: Option<Arc<crate::tls::Tls>>,
     allow_plaintext: bool,
+    limiter: crate::conn_limits::Limiter,
 ) {
     let parser = Arc::new(NoopQueryParser::new());
+    let refusing = Arc::new(tokio::sync::Semaphore::new(REFUSALS_AT_ONCE));
     loop {
         let (socket, peer): (tokio::net::TcpStream, SocketAddr) = match listener.accept().await {
             Ok(s) => s,
@@ -284,6 +292,18 @@ pub async fn serve(
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Some(slot) = limiter.take(peer.ip(), "PostgreSQL") else {
+            // Told why, as PostgreSQL tells, so clients and poolers back off;
+            // but a flood is only dropped: the telling holds sockets too.
+            if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                let acceptor = tls.as_ref().map(|t| t.acceptor());
+                tokio::spawn(async move {
+                    auth::refuse_busy(socket, acceptor).await;
+                    drop(permit);
+                });
+            }
+            continue;
         };
         let chosen = Arc::new(std::sync::OnceLock::new());
         let handlers = Handlers {
@@ -298,6 +318,7 @@ pub async fn serve(
         };
         let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
+            let _slot = slot;
             if acceptor.is_some() && !allow_plaintext && !auth::asks_for_tls(&socket).await {
                 auth::refuse_plaintext(socket).await;
                 return;

@@ -28,8 +28,20 @@ pub struct Status {
     /// Dead letters written by every front end.
     pub dead_letters: u64,
     pub http: HttpConnections,
+    /// PostgreSQL protocol connections.
+    pub pg: HttpConnections,
 }
 
+impl HttpConnections {
+    fn of(c: &crate::conn_limits::Connections) -> HttpConnections {
+        HttpConnections {
+            open: c.open.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Connections of a front end that accepts them itself.
 #[derive(Debug, Serialize)]
 pub struct HttpConnections {
     pub open: u64,
@@ -224,14 +236,8 @@ pub async fn collect(st: &AppState) -> Result<Status, crate::error::ApiError> {
             chunks_decoded: q.chunks_decoded.load(Ordering::Relaxed),
         },
         dead_letters,
-        http: HttpConnections {
-            open: crate::http::server::CONNECTIONS
-                .open
-                .load(Ordering::Relaxed),
-            refused: crate::http::server::CONNECTIONS
-                .refused
-                .load(Ordering::Relaxed),
-        },
+        http: HttpConnections::of(&crate::http::server::CONNECTIONS),
+        pg: HttpConnections::of(&crate::pg::CONNECTIONS),
     })
 }
 

@@ -141,6 +141,18 @@ pub fn render(s: &Status) -> String {
         "counter",
         s.http.refused as f64,
     );
+    o.single(
+        "sluice_pg_connections",
+        "PostgreSQL protocol connections open.",
+        "gauge",
+        s.pg.open as f64,
+    );
+    o.single(
+        "sluice_pg_connections_refused_total",
+        "PostgreSQL connections refused at once because a connection limit was reached.",
+        "counter",
+        s.pg.refused as f64,
+    );
     let per_frontend = |f: fn(&super::FrontendStatus) -> u64| -> Vec<(String, f64)> {
         s.ingest
             .frontends
