@@ -80,6 +80,19 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the effective configuration as TOML and exit.
     Config(ServeArgs),
+    /// Copy a backup (taken with `POST /api/v1/backup`) into a new data
+    /// directory, to start a node from it.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup directory.
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// The data directory to create; it must be absent or empty.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Args, Default)]

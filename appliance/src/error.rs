@@ -26,6 +26,8 @@ pub enum ApiError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Access(#[from] AccessError),
+    #[error("backup: {0}")]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 fn access_status(e: &AccessError) -> StatusCode {
@@ -126,6 +128,16 @@ impl ApiError {
             ApiError::Query(q) => query_status(q),
             ApiError::Engine(e) => engine_status(e),
             ApiError::Access(a) => access_status(a),
+            ApiError::Backup(b) => {
+                use crate::backup::BackupError as B;
+                match b {
+                    B::Target(_) => StatusCode::BAD_REQUEST,
+                    B::Busy => StatusCode::CONFLICT,
+                    B::Engine(e) => engine_status(e),
+                    B::Rel(e) => rel_status(e),
+                    B::Io { .. } | B::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                }
+            }
         }
     }
 }

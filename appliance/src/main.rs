@@ -1,6 +1,7 @@
 //! The `sluice` binary: configuration, startup and wiring of the crates.
 
 mod access_store;
+mod backup;
 mod catalog_store;
 mod config;
 mod conn_limits;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
     let (args, print_only) = match &cli.command {
         Command::Serve(a) => (a, false),
         Command::Config(a) => (a, true),
+        Command::Restore(r) => return restore(r),
     };
     let cfg = match Config::load(args) {
         Ok(c) => c,
@@ -71,6 +73,27 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(r: &config::RestoreArgs) -> ExitCode {
+    match backup::restore(&r.from, &r.data_dir) {
+        Ok(info) => {
+            println!(
+                "restored the backup of {} ({} shards, {} bytes) into {}; start it with:\n  sluice serve --data-dir {} --shards {}",
+                info.started,
+                info.shards.len(),
+                info.bytes,
+                r.data_dir.display(),
+                r.data_dir.display(),
+                info.shards.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluice: restore: {e}");
             ExitCode::FAILURE
         }
     }
@@ -167,6 +190,7 @@ fn serve(cfg: Config) -> Result<(), String> {
         None
     };
     let pg_query = query.clone();
+    let rel_handle = relstore.handle();
     let started = status::Started {
         at: std::time::Instant::now(),
         memory_limit_bytes: cfg.storage.max_buffer_bytes as u64,
@@ -222,6 +246,8 @@ fn serve(cfg: Config) -> Result<(), String> {
             None
         };
         let state = Arc::new(http::AppState {
+            rel: rel_handle,
+            data_dir: cfg.engine.data_dir.clone(),
             engine: mqtt_engine,
             kafka: kafka_status,
             mqtt: broker.clone(),

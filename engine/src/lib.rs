@@ -2,6 +2,7 @@
 //! log is the shard's durable write-ahead log, applying into an in-memory
 //! Arrow buffer. See ARCHITECTURE.md for the invariants.
 
+pub mod backup;
 pub mod batch;
 pub mod buffer;
 pub mod catalog;

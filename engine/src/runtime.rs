@@ -62,6 +62,7 @@ struct ShardHandle {
 pub struct EngineHandle {
     catalog: Arc<Catalog>,
     shards: Arc<[ShardHandle]>,
+    data_dir: Arc<std::path::Path>,
 }
 
 impl EngineHandle {
@@ -71,6 +72,11 @@ impl EngineHandle {
 
     pub fn shard_count(&self) -> usize {
         self.shards.len()
+    }
+
+    /// Where shard `id` keeps its log, manifest and chunks.
+    pub fn shard_dir(&self, id: usize) -> std::path::PathBuf {
+        shard_dir(&self.data_dir, id)
     }
 
     /// Writes to each named shard and resolves once every one of them has the
@@ -216,6 +222,35 @@ fn placements(n: usize, pin: bool) -> Vec<Placement> {
         .collect()
 }
 
+pub fn shard_dir(data_dir: &std::path::Path, id: usize) -> std::path::PathBuf {
+    data_dir.join(format!("shard-{id}"))
+}
+
+/// A series lives in the shard its hash picks among all shards (invariant
+/// 8): started with another count, a node would look for it elsewhere.
+fn check_shard_count(data_dir: &std::path::Path, shards: usize) -> Result<()> {
+    let mut found = 0;
+    for ent in std::fs::read_dir(data_dir).map_err(|e| EngineError::io(data_dir, e))? {
+        let ent = ent.map_err(|e| EngineError::io(data_dir, e))?;
+        let is_shard = ent
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("shard-"))
+            .is_some_and(|n| n.parse::<usize>().is_ok());
+        if is_shard && ent.path().is_dir() {
+            found += 1;
+        }
+    }
+    if found > 0 && found != shards {
+        return Err(EngineError::Config(format!(
+            "{} holds {found} shards and this start asks for {shards}: series are placed by the \
+             shard count, so start with --shards {found} (engine.shards = {found})",
+            data_dir.display()
+        )));
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Opens the catalog, starts one executor per shard, replays every shard
     /// log and returns once all shards serve. `services` run on every core.
@@ -232,6 +267,7 @@ impl Engine {
             }
         }
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| EngineError::io(&cfg.data_dir, e))?;
+        check_shard_count(&cfg.data_dir, cfg.shards)?;
         let store: Arc<dyn CatalogStore> = match &cfg.catalog {
             Some(s) => {
                 catalog::migrate(&cfg.data_dir, &**s)?;
@@ -251,7 +287,7 @@ impl Engine {
             });
             parts.push(ShardParts {
                 id,
-                dir: cfg.data_dir.join(format!("shard-{id}")),
+                dir: shard_dir(&cfg.data_dir, id),
                 catalog: catalog.clone(),
                 writes: wrx,
                 queries: qrx,
@@ -261,6 +297,7 @@ impl Engine {
         let handle = EngineHandle {
             catalog,
             shards: handles.into(),
+            data_dir: cfg.data_dir.clone().into(),
         };
         let (stop_tx, stop_rx) = flume::bounded::<()>(0);
         let mut joins = Vec::new();

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::{ChunkReader, Footer};
 use crate::error::{EngineError, Result};
 
-const MANIFEST: &str = "manifest.json";
-const MANIFEST_VERSION: u32 = 1;
+pub(crate) const MANIFEST: &str = "manifest.json";
+pub(crate) const MANIFEST_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ManifestChunk {

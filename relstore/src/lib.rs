@@ -243,6 +243,15 @@ impl RelHandle {
         Ok(out)
     }
 
+    /// Writes a copy of the state as of the last applied entry to a new redb
+    /// file at `path`, durably, while the store keeps running: one read
+    /// transaction, so the copy sits at one transaction boundary. A store
+    /// started on it (with no log) resumes from that entry. Answers the
+    /// entry's (index, term).
+    pub fn backup_to(&self, path: &std::path::Path) -> Result<(u64, u64)> {
+        state::copy_to(&self.db, path)
+    }
+
     /// Forgets cached values of a sequence (after ALTER or DROP).
     /// Returns the last value handed out from the forgotten block, if one
     /// was cached (the store only knows where the block ends).

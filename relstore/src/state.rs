@@ -447,3 +447,43 @@ impl State {
         Ok(Ok(Applied::Done))
     }
 }
+
+/// Copies every table of `db`, as one read transaction sees them, into a
+/// new database at `path`; answers the applied (index, term) it holds.
+pub(crate) fn copy_to(db: &Database, path: &std::path::Path) -> Result<(u64, u64)> {
+    use redb::ReadableDatabase;
+    fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(
+        r: &redb::ReadTransaction,
+        w: &WriteTransaction,
+        def: TableDefinition<K, V>,
+    ) -> Result<()> {
+        let from = match r.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut to = w.open_table(def)?;
+        for item in from.iter()? {
+            let (k, v) = item?;
+            to.insert(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+    let r = db.begin_read()?;
+    let applied = {
+        let m = r.open_table(META)?;
+        let get = |k: &str| -> Result<u64> { Ok(m.get(k)?.map(|v| v.value()).unwrap_or(0)) };
+        (get("applied")?, get("applied_term")?)
+    };
+    let out = Database::create(path)?;
+    let mut w = out.begin_write()?;
+    w.set_durability(Durability::Immediate)?;
+    copy(&r, &w, META)?;
+    copy(&r, &w, DEFS)?;
+    copy(&r, &w, DATA)?;
+    copy(&r, &w, TVER)?;
+    copy(&r, &w, SEQS)?;
+    copy(&r, &w, SYSTEM)?;
+    w.commit()?;
+    Ok(applied)
+}

@@ -28,6 +28,32 @@ pub async fn flush(
     })))
 }
 
+/// `POST /api/v1/backup` with `{"path": "/abs/dir"}`: an online backup of
+/// this node into a new directory on its own machine (superusers only).
+pub async fn backup(
+    State(st): State<Arc<AppState>>,
+    Query(p): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let caller = st.authorize(&headers, &p).await?;
+    super::auth::require_superuser(&caller, "take a backup")?;
+    let raw = super::body::read_body(&headers, body, 64 << 10).await?;
+    let req: serde_json::Value = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::BadRequest(format!("body must be JSON {{\"path\": …}}: {e}")))?;
+    let path = req["path"]
+        .as_str()
+        .ok_or_else(|| ApiError::BadRequest("name the directory: {\"path\": \"/…\"}".into()))?;
+    let info = crate::backup::take(
+        &st.engine,
+        &st.rel,
+        &st.data_dir,
+        std::path::Path::new(path),
+    )
+    .await?;
+    Ok(axum::Json(info))
+}
+
 /// `GET /metrics` in the Prometheus text format. Behind the API's
 /// credentials unless `http.metrics_public` opens it to a scraper.
 pub async fn metrics(

@@ -17,6 +17,8 @@ use sluice_query::QueryEngine;
 
 pub struct AppState {
     pub engine: EngineHandle,
+    pub rel: sluice_relstore::RelHandle,
+    pub data_dir: std::path::PathBuf,
     pub kafka: Option<Arc<sluice_ingest::kafka::KafkaStatus>>,
     pub query: std::sync::Arc<QueryEngine>,
     pub mqtt: Option<sluice_ingest::mqtt::MqttBroker>,
@@ -36,6 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/query", get(influx::query).post(influx::query))
         .route("/api/v1/sql", get(sql::sql).post(sql::sql))
         .route("/api/v1/flush", post(admin::flush))
+        .route("/api/v1/backup", post(admin::backup))
         .route("/metrics", get(admin::metrics))
         .route("/api/v1/status", get(admin::status))
         .route(
