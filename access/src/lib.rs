@@ -49,6 +49,12 @@ const CACHE_CAP: usize = 10_000;
 /// flood of wrong passwords queues here instead of exhausting memory.
 const HASHING_SLOTS: usize = 2;
 
+/// How long a login waits for an argon2 slot before it is refused.
+const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Expired tokens are dropped from the directory this long after expiry.
+const EXPIRED_KEPT_MS: i64 = 24 * 3600 * 1000;
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -101,7 +107,6 @@ pub struct TokenRequest {
 
 enum Verified {
     Role(String),
-    Token(String),
 }
 
 pub struct Access {
@@ -111,6 +116,9 @@ pub struct Access {
     /// writes.
     write: tokio::sync::Mutex<()>,
     verified: Mutex<HashMap<[u8; 32], Verified>>,
+    /// Bumped by every change, so a check that began before one is not
+    /// remembered after it.
+    generation: std::sync::atomic::AtomicU64,
     process_key: [u8; 32],
     hashing: Arc<tokio::sync::Semaphore>,
     /// Checked against when the user named does not exist, so that a wrong
@@ -149,12 +157,13 @@ impl Access {
                 dir.tokens.insert(id.to_string(), t);
             }
         }
-        let (_, _, decoy) = secret::new_token()?;
+        let decoy = secret::hash_password("decoy password, never used")?.argon2;
         Ok(Access {
             backend,
             dir: ArcSwap::from_pointee(dir),
             write: tokio::sync::Mutex::new(()),
             verified: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             process_key: rand::random(),
             hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_SLOTS)),
             decoy,
@@ -210,7 +219,7 @@ impl Access {
             }
         }
         if let Some((id, s)) = secret::split_token(secret) {
-            return self.login_token(id, s).await;
+            return self.login_token(id, s);
         }
         match user {
             Some(u) if !u.is_empty() => self.login_password(u, secret).await,
@@ -220,9 +229,10 @@ impl Access {
 
     async fn login_password(&self, user: &str, password: &str) -> Result<Principal> {
         let wrong = || AccessError::Unauthenticated("wrong user name or password".into());
+        let generation = self.generation();
         let dir = self.dir.load_full();
         let key = secret::cache_key(&self.process_key, 1, user, password.as_bytes());
-        let usable = |r: &Role| r.login && r.valid_until.is_none_or(|v| v > now_ms());
+        let usable = |r: &Role| r.may_log_in(now_ms());
         if matches!(self.verified.lock().get(&key), Some(Verified::Role(n)) if n == user) {
             return match dir.roles.get(user) {
                 Some(r) if usable(r) => dir.principal(user),
@@ -243,52 +253,77 @@ impl Access {
         if !(matched && ok_role) {
             return Err(wrong());
         }
-        self.remember(key, Verified::Role(user.to_string()));
+        self.remember(key, Verified::Role(user.to_string()), generation);
         dir.principal(user)
     }
 
-    async fn login_token(&self, id: &str, secret_part: &str) -> Result<Principal> {
+    fn login_token(&self, id: &str, secret_part: &str) -> Result<Principal> {
+        let invalid = || AccessError::Unauthenticated("invalid token".into());
         let dir = self.dir.load_full();
-        let key = secret::cache_key(&self.process_key, 2, id, secret_part.as_bytes());
-        let cached = matches!(self.verified.lock().get(&key), Some(Verified::Token(t)) if t == id);
-        let Some(t) = dir.tokens.get(id) else {
-            if !cached {
-                self.verify(self.decoy.clone(), secret_part.as_bytes().to_vec())
-                    .await?;
-            }
-            return Err(AccessError::Unauthenticated("invalid token".into()));
-        };
-        if !cached {
-            if !self
-                .verify(t.hash.clone(), secret_part.as_bytes().to_vec())
-                .await?
-            {
-                return Err(AccessError::Unauthenticated("invalid token".into()));
-            }
-            self.remember(key, Verified::Token(id.to_string()));
+        let t = dir.tokens.get(id).ok_or_else(invalid)?;
+        if !secret::token_verify(&t.hash, secret_part) {
+            return Err(invalid());
         }
-        if t.expired(now_ms()) {
-            return Err(AccessError::Unauthenticated(format!(
-                "token {id} has expired"
-            )));
+        token_principal(&dir, t)
+    }
+
+    /// The principal `p` is now: grants changed, a token revoked or
+    /// expired, a user dropped or barred from logging in since it
+    /// authenticated are all seen. For connections that outlive requests
+    /// (an MQTT client), checked at each use.
+    pub fn refresh(&self, p: &Principal) -> Result<Principal> {
+        if p.is_root() {
+            return match self.root_token {
+                Some(_) => Ok(Principal::root()),
+                None => Err(AccessError::Unauthenticated(
+                    "the shared token is gone".into(),
+                )),
+            };
         }
-        dir.token_principal(t)
+        let dir = self.dir.load_full();
+        match &p.token {
+            Some(id) => {
+                let t = dir.tokens.get(id).ok_or_else(|| {
+                    AccessError::Unauthenticated(format!("token {id} was revoked"))
+                })?;
+                token_principal(&dir, t)
+            }
+            None => match dir.roles.get(&p.user) {
+                Some(r) if r.may_log_in(now_ms()) => dir.principal(&p.user),
+                _ => Err(AccessError::Unauthenticated(format!(
+                    "{} may no longer log in",
+                    p.user
+                ))),
+            },
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     async fn verify(&self, phc: String, secret: Vec<u8>) -> Result<bool> {
-        let _slot = self
-            .hashing
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| AccessError::Hashing(e.to_string()))?;
+        let waited = tokio::time::timeout(HASHING_WAIT, self.hashing.clone().acquire_owned()).await;
+        let _slot = match waited {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(e)) => return Err(AccessError::Hashing(e.to_string())),
+            Err(_) => {
+                return Err(AccessError::Unauthenticated(
+                    "too many logins at once; try again".into(),
+                ))
+            }
+        };
         tokio::task::spawn_blocking(move || secret::argon2_verify(&phc, &secret))
             .await
             .map_err(|e| AccessError::Hashing(e.to_string()))
     }
 
-    fn remember(&self, key: [u8; 32], v: Verified) {
+    fn remember(&self, key: [u8; 32], v: Verified, generation: u64) {
         let mut m = self.verified.lock();
+        // A change since the check began may have made it stale.
+        if self.generation() != generation {
+            return;
+        }
         if m.len() >= CACHE_CAP {
             m.clear();
         }
@@ -333,7 +368,10 @@ impl Access {
         self.backend.store(puts).await?;
         self.dir.store(Arc::new(dir));
         // A changed password, role or token must be checked afresh.
-        self.verified.lock().clear();
+        let mut cache = self.verified.lock();
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        cache.clear();
         Ok(())
     }
 
@@ -525,13 +563,13 @@ impl Access {
     /// Makes a token; answers its record and the token itself, which is
     /// shown this once.
     pub async fn create_token(&self, by: &Principal, req: TokenRequest) -> Result<(Token, String)> {
+        if by.token.is_some() {
+            return Err(by.denied("make a token with a token (log in with a password)".into()));
+        }
         let owner = match &req.owner {
             Some(o) if *o != by.user => {
                 by.check_superuser(&format!("make a token for {o:?}"))?;
                 o.clone()
-            }
-            _ if by.token.is_some() => {
-                return Err(by.denied("make a token with a token (log in with a password)".into()))
             }
             _ => by.user.clone(),
         };
@@ -545,11 +583,20 @@ impl Access {
                 return Err(AccessError::Invalid("the expiry is in the past".into()));
             }
         }
-        let (id, token, hash) = tokio::task::spawn_blocking(secret::new_token)
-            .await
-            .map_err(|e| AccessError::Hashing(e.to_string()))??;
+        let (id, token, hash) = secret::new_token();
         let _g = self.write.lock().await;
         let mut dir = (*self.dir.load_full()).clone();
+        // Tokens long expired go when new ones come.
+        let now = now_ms();
+        let stale: Vec<String> = dir
+            .tokens
+            .values()
+            .filter(|t| t.expires_ms.is_some_and(|e| e + EXPIRED_KEPT_MS <= now))
+            .map(|t| t.id.clone())
+            .collect();
+        for s in &stale {
+            dir.tokens.remove(s);
+        }
         if let Some(g) = &req.grants {
             dir.principal(&owner)?.may_delegate(g)?;
         } else {
@@ -565,7 +612,9 @@ impl Access {
             expires_ms: req.expires_ms,
         };
         dir.tokens.insert(id.clone(), t.clone());
-        self.commit(dir, vec![], vec![id]).await?;
+        let mut changed = stale;
+        changed.push(id);
+        self.commit(dir, vec![], changed).await?;
         Ok((t, token))
     }
 
@@ -577,8 +626,14 @@ impl Access {
             .tokens
             .get(id)
             .ok_or_else(|| AccessError::UndefinedToken(id.to_string()))?;
-        if t.owner != by.user {
-            by.check_superuser(&format!("revoke token {id}"))?;
+        // A token may revoke itself and no other; its owner (logged in
+        // with a password) or a superuser may revoke any of them.
+        let allowed = match &by.token {
+            Some(own) => own == id,
+            None => t.owner == by.user || by.is_superuser(),
+        };
+        if !allowed {
+            return Err(by.denied(format!("revoke token {id}")));
         }
         dir.tokens.remove(id);
         self.commit(dir, vec![], vec![id.to_string()]).await
@@ -593,9 +648,28 @@ async fn hash_blocking(p: String) -> Result<secret::PasswordHash> {
 
 /// Whether some superuser can log in with a password.
 pub fn has_usable_superuser(dir: &Directory) -> bool {
+    let now = now_ms();
     dir.roles
         .values()
-        .any(|r| r.superuser && r.login && r.password.is_some())
+        .any(|r| r.superuser && r.may_log_in(now) && r.password.is_some())
+}
+
+/// A token's principal, if it has not expired and its owner may log in.
+fn token_principal(dir: &Directory, t: &Token) -> Result<Principal> {
+    let now = now_ms();
+    if t.expired(now) {
+        return Err(AccessError::Unauthenticated(format!(
+            "token {} has expired",
+            t.id
+        )));
+    }
+    match dir.roles.get(&t.owner) {
+        Some(r) if r.may_log_in(now) => dir.token_principal(t),
+        _ => Err(AccessError::Unauthenticated(format!(
+            "token {}: its user may not log in",
+            t.id
+        ))),
+    }
 }
 
 /// Without the shared token, a change may not take away the last superuser

@@ -153,6 +153,13 @@ pub struct Role {
     pub created_ms: i64,
 }
 
+impl Role {
+    /// Whether the role may log in now, by password or by token.
+    pub fn may_log_in(&self, now_ms: i64) -> bool {
+        self.login && self.valid_until.is_none_or(|v| v > now_ms)
+    }
+}
+
 /// An API token. The secret is shown once, when it is made; only its hash
 /// is kept.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,7 +168,7 @@ pub struct Token {
     /// The role it acts as; the token never allows more than its owner.
     pub owner: String,
     pub description: String,
-    /// The argon2 hash of the secret.
+    /// The salted hash of the secret (see `secret::token_hash`).
     pub hash: String,
     /// Absent: everything its owner may do.
     pub grants: Option<Grants>,
@@ -234,6 +241,7 @@ impl Directory {
             superuser: r.superuser,
             grants: self.effective_grants(name),
             limit: None,
+            root: false,
         })
     }
 
@@ -247,8 +255,7 @@ impl Directory {
 
     pub fn scram_verifier(&self, user: &str, now_ms: i64) -> Option<&ScramVerifier> {
         let r = self.roles.get(user)?;
-        let usable = r.login && r.valid_until.is_none_or(|v| v > now_ms);
-        usable.then_some(())?;
+        r.may_log_in(now_ms).then_some(())?;
         r.password.as_ref().map(|p| &p.scram)
     }
 }
@@ -264,6 +271,8 @@ pub struct Principal {
     grants: Grants,
     /// A token's own grants: the principal may do only what both allow.
     limit: Option<Grants>,
+    /// The shared `http.auth_token`, not a role.
+    root: bool,
 }
 
 impl Principal {
@@ -276,7 +285,12 @@ impl Principal {
             superuser: true,
             grants: Grants::default(),
             limit: None,
+            root: true,
         }
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.root
     }
 
     /// A principal that may do nothing (a role dropped while connected).
@@ -287,6 +301,7 @@ impl Principal {
             superuser: false,
             grants: Grants::default(),
             limit: None,
+            root: false,
         }
     }
 

@@ -241,9 +241,48 @@ async fn tokens_carry_at_most_their_owners_rights_and_expire() {
     // A wrong secret with a right id fails.
     let forged = format!("sl_{}_{}", t.id, "0".repeat(64));
     assert!(a.login(None, &forged).await.is_err());
-    // Revoked: refused, even though it was verified before.
+    // A token revokes itself and no other.
+    let (other, other_token) = must(a.create_token(&carol, TokenRequest::default()).await);
+    let by_token = must(a.login(None, &other_token).await);
+    assert!(matches!(
+        a.revoke_token(&by_token, &t.id).await,
+        Err(AccessError::Denied { .. })
+    ));
+    // A connection that outlives the login sees a revocation at once.
+    let before = must(a.login(None, &token).await);
+    must(a.revoke_token(&by_token, &other.id).await);
+    assert!(a.refresh(&by_token).is_err());
+    assert!(a.refresh(&before).is_ok());
+    // Revoked: refused.
     must(a.revoke_token(&carol, &t.id).await);
     assert!(a.login(None, &token).await.is_err());
+    assert!(a.refresh(&before).is_err());
+    // A user barred from logging in cannot by token either.
+    let (_, live) = must(a.create_token(&carol, TokenRequest::default()).await);
+    must(
+        a.alter_role(
+            &admin,
+            "carol",
+            RoleChange {
+                login: Some(false),
+                ..Default::default()
+            },
+        )
+        .await,
+    );
+    assert!(a.login(None, &live).await.is_err());
+    must(
+        a.alter_role(
+            &admin,
+            "carol",
+            RoleChange {
+                login: Some(true),
+                ..Default::default()
+            },
+        )
+        .await,
+    );
+    assert!(a.login(None, &live).await.is_ok());
 
     // An expiry passes.
     let (_, short) = must(
@@ -285,6 +324,15 @@ async fn the_last_superuser_stays_and_the_shared_token_is_root() {
         a.drop_role(&admin, "admin", false).await.is_err(),
         "not oneself"
     );
+    // Nor by letting the last superuser's password lapse.
+    let lapse = RoleChange {
+        valid_until: Some(Some(1)),
+        ..Default::default()
+    };
+    assert!(matches!(
+        a.alter_role(&admin, "admin", lapse).await,
+        Err(AccessError::Invalid(_))
+    ));
 
     let with_root = must(Access::open(
         Box::new(mem.clone()),

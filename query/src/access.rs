@@ -462,7 +462,11 @@ fn scan_database(scan: &datafusion::logical_expr::TableScan, db: &str) -> String
     scan.table_name.schema().unwrap_or(db).to_string()
 }
 
-/// What `p` needs to read from schema `schema`.
+/// Schemas Sluice fills itself; no statement may create or change
+/// anything in them.
+pub(crate) const RESERVED_SCHEMAS: [&str; 3] = ["information_schema", "pg_catalog", "system"];
+
+/// Whether `p` may use schema `schema` as `need` says.
 pub(crate) fn check_schema(
     p: &Principal,
     schema: &str,
@@ -470,8 +474,11 @@ pub(crate) fn check_schema(
 ) -> Result<(), AccessError> {
     match schema {
         // Names only, of what the caller can see anyway through the API.
-        "information_schema" => Ok(()),
-        "system" => p.check_superuser("read the system tables"),
+        "information_schema" | "pg_catalog" if need == Privilege::Read => Ok(()),
+        "system" if need == Privilege::Read => p.check_superuser("read the system tables"),
+        s if RESERVED_SCHEMAS.contains(&s) => {
+            Err(p.denied(format!("change the built-in schema {s}")))
+        }
         db => p.check(db, need),
     }
 }

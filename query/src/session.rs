@@ -246,6 +246,46 @@ fn changed_schemas(st: &Statement, db: &str) -> Result<Vec<String>, QueryError> 
     })
 }
 
+/// The schemas of the tables a statement's foreign keys refer to.
+fn referenced_schemas(st: &Statement, db: &str) -> Result<Vec<String>, QueryError> {
+    use datafusion::sql::sqlparser::ast::{AlterTableOperation, ColumnOption, TableConstraint};
+    let of = |n: &datafusion::sql::sqlparser::ast::ObjectName, home: &str| {
+        relddl::resolve(n, home).map(|(s, _)| s)
+    };
+    let mut out = Vec::new();
+    match st {
+        Statement::CreateTable(ct) => {
+            let home = of(&ct.name, db)?;
+            for c in &ct.columns {
+                for o in &c.options {
+                    if let ColumnOption::ForeignKey(f) = &o.option {
+                        out.push(of(&f.foreign_table, &home)?);
+                    }
+                }
+            }
+            for c in &ct.constraints {
+                if let TableConstraint::ForeignKey(f) = c {
+                    out.push(of(&f.foreign_table, &home)?);
+                }
+            }
+        }
+        Statement::AlterTable(at) => {
+            let home = of(&at.name, db)?;
+            for op in &at.operations {
+                if let AlterTableOperation::AddConstraint {
+                    constraint: TableConstraint::ForeignKey(f),
+                    ..
+                } = op
+                {
+                    out.push(of(&f.foreign_table, &home)?);
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(out)
+}
+
 /// Operators one statement may hold. An operator chain (`a + b + …`,
 /// `x = 1 OR x = 2 OR …`) parses into a tree as deep as it is long, and
 /// walking, printing and dropping such a tree recurses that deep: past a few
@@ -588,9 +628,21 @@ impl QueryEngine {
             }
             return self.run_access(s, &stmt.to_string()).await;
         }
-        if let Some(p) = &s.principal {
-            for schema in changed_schemas(&stmt, &db)? {
+        for schema in changed_schemas(&stmt, &db)? {
+            if crate::access::RESERVED_SCHEMAS.contains(&schema.as_str()) {
+                return Err(QueryError::Rel(RelError::InvalidDefinition(format!(
+                    "schema {schema} is Sluice's own: nothing can be created or changed in it"
+                ))));
+            }
+            if let Some(p) = &s.principal {
                 crate::access::check_schema(p, &schema, Privilege::Admin)?;
+            }
+        }
+        // A foreign key reads its parent table (whether a key exists) and
+        // holds up deletes there: it needs read on the parent's database.
+        if let Some(p) = &s.principal {
+            for schema in referenced_schemas(&stmt, &db)? {
+                crate::access::check_schema(p, &schema, Privilege::Read)?;
             }
         }
         match &stmt {
@@ -656,7 +708,7 @@ impl QueryEngine {
                         .table(&schema, &name)
                         .cloned()
                         .ok_or_else(|| QueryError::Rel(RelError::UndefinedTable(name.clone())))?;
-                    if let Some(ddl) = self.alter_op(&db, rel, &t, op).await? {
+                    if let Some(ddl) = self.alter_op(&db, rel, &t, op, &s.principal).await? {
                         rel.ddl(ddl).await?;
                     }
                 }

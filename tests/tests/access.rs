@@ -259,6 +259,41 @@ fn grants_decide_every_http_call_and_take_effect_at_once() {
     assert_eq!(status, 403, "{body}");
     let (status, body) = sql_as(&s, v, "plant", "ALTER TABLE m SET (retention = '30d')");
     assert_eq!(status, 403, "{body}");
+    // What a constraint checks, a foreign key refers to, or a built-in
+    // schema holds is no way around the grants.
+    admin(&s, "CREATE TABLE secret.vault (k text PRIMARY KEY)");
+    admin(&s, "INSERT INTO secret.vault VALUES ('gold')");
+    admin(&s, "GRANT ADMIN ON DATABASE scratch TO viewer");
+    assert_eq!(
+        sql_as(&s, v, "scratch", "CREATE TABLE t (id int PRIMARY KEY)").0,
+        200
+    );
+    assert_eq!(sql_as(&s, v, "scratch", "INSERT INTO t VALUES (1)").0, 200);
+    for q in [
+        "ALTER TABLE t ADD CONSTRAINT leak CHECK ((SELECT count(*) FROM secret.vault) = 0)",
+        "CREATE TABLE probe (k text REFERENCES secret.vault (k))",
+    ] {
+        let (status, body) = sql_as(&s, v, "scratch", q);
+        assert_eq!(
+            (status, &body["sqlstate"]),
+            (403, &Value::from("42501")),
+            "{q}: {body}"
+        );
+    }
+    for q in [
+        "CREATE TABLE information_schema.columns (x int PRIMARY KEY)",
+        "CREATE VIEW system.roles AS SELECT 1",
+    ] {
+        let (status, body) = sql_as(&s, ("admin", ADMIN_PW), "scratch", q);
+        assert_eq!(status, 400, "{q}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Sluice's own"),
+            "{body}"
+        );
+    }
     // The join of both engines needs read on the one database.
     let (status, body) = sql_as(
         &s,
@@ -280,6 +315,7 @@ fn grants_decide_every_http_call_and_take_effect_at_once() {
         serde_json::from_value::<Vec<Vec<Value>>>(serde_json::json!([
             ["readers", "plant", "read"],
             ["viewer", "plant", "write"],
+            ["viewer", "scratch", "admin"],
             ["writer", "plant", "write"]
         ]))
         .unwrap()
@@ -609,4 +645,52 @@ fn mqtt_clients_log_in_as_users_and_publish_only_where_acl_and_grants_allow() {
         .unwrap()
     );
     assert!(s.log().contains("MQTT publish refused"), "{}", s.log());
+
+    // A token logs in as its owner, whatever user name the client gives:
+    // dev1's token under the name dev2 gets dev1's topics, not dev2's.
+    let r = http()
+        .post(s.url("/api/v1/tokens"))
+        .basic_auth("dev1", Some("p1"))
+        .json(&serde_json::json!({"description": "plc"}))
+        .send()
+        .unwrap();
+    let token = r.json::<Value>().unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (c3, mut conn3, ok) = mqtt(&s, "dev1-as-dev2", Some(("dev2", &token)), None);
+    ok.expect("a token logs in");
+    c3.publish("sensors/dev2/temp", QoS::AtLeastOnce, false, "{\"v\": 66}")
+        .unwrap();
+    let answer = next_answer(&mut conn3);
+    assert!(
+        answer.starts_with("closed") || answer.starts_with("nothing"),
+        "{answer}"
+    );
+    // A grant revoked while a client stays connected holds at its next publish.
+    let (c4, mut conn4, ok) = mqtt(&s, "dev1-b", Some(("dev1", "p1")), None);
+    ok.expect("dev1 logs in");
+    c4.publish("sensors/dev1/temp", QoS::AtLeastOnce, false, "{\"v\": 1}")
+        .unwrap();
+    assert_eq!(next_answer(&mut conn4), "puback");
+    admin(&s, "REVOKE WRITE ON DATABASE plant FROM dev1");
+    c4.publish("sensors/dev1/temp", QoS::AtLeastOnce, false, "{\"v\": 2}")
+        .unwrap();
+    let answer = next_answer(&mut conn4);
+    assert!(
+        answer.starts_with("closed") || answer.starts_with("nothing"),
+        "{answer}"
+    );
+    s.wait_scalar(
+        "plant",
+        "SELECT count(*) FROM readings",
+        3,
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM readings"),
+        3,
+        "a refused publish was stored"
+    );
 }

@@ -4,6 +4,8 @@
 import { $ } from "./dom.js";
 
 const TOKEN_KEY = "sluice.token";
+// The id of the token sign-in made, the one sign-out may revoke.
+const SIGNIN_KEY = "sluice.signin";
 let loginWaiters = null; // pending {promise, resolve} while the dialog is open
 const listeners = new Set();
 
@@ -80,6 +82,11 @@ async function signIn(user, password) {
   });
   const body = await res.json().catch(() => ({}));
   if (res.status !== 201 || !body.token) throw new Error(body.error || `HTTP ${res.status}`);
+  try {
+    localStorage.setItem(SIGNIN_KEY, body.id);
+  } catch {
+    // Without storage, sign-out forgets the token without revoking it.
+  }
   return body.token;
 }
 
@@ -98,6 +105,13 @@ export function initLogin() {
     let t = $("#token-input").value;
     if (!user) t = t.trim();
     if (!t) return;
+    if (!user) {
+      try {
+        localStorage.removeItem(SIGNIN_KEY);
+      } catch {
+        // nothing stored, nothing to forget
+      }
+    }
     if (user) {
       try {
         t = await signIn(user, t);
@@ -120,8 +134,16 @@ export function initLogin() {
   $("#logout").addEventListener("click", () => {
     const t = memoryToken;
     const id = tokenId(t);
-    // A sign-in token is revoked, not just forgotten.
-    if (id && t) {
+    let minted = null;
+    try {
+      minted = localStorage.getItem(SIGNIN_KEY);
+      localStorage.removeItem(SIGNIN_KEY);
+    } catch {
+      // no storage: nothing was minted here
+    }
+    // The token sign-in made is revoked, not just forgotten; a token the
+    // user pasted is theirs to keep.
+    if (id && t && id === minted) {
       fetch("/api/v1/tokens/" + id, { method: "DELETE", headers: { Authorization: "Token " + t } }).catch(() => {});
     }
     setToken("");

@@ -1,14 +1,15 @@
 //! Who may connect to the broker and what each client may publish and
 //! subscribe to: users and tokens from the access directory, topic ACLs
-//! from the configuration (evaluated by rmqtt's rule engine, with its
-//! `${username}` and `${clientid}` placeholders), and the database grants a
-//! publish needs when a route stores it.
+//! from the configuration (with `${username}` and `${clientid}` filled in
+//! from the verified login, never from a name the client merely claims),
+//! and the database grants a publish needs when a route stores it. Rights
+//! are read again at every publish and subscribe, so a revocation reaches
+//! clients that stay connected.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rmqtt::acl::{AuthInfo, Rule};
 use rmqtt::codec::v5::{PublishAckReason, SubscribeAckReason};
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::types::{
@@ -65,35 +66,132 @@ impl AclRule {
             .placeheld()
             .replace("${username}", "u")
             .replace("${clientid}", "c");
-        let filter = sample.strip_prefix("eq ").unwrap_or(&sample);
-        if filter.is_empty() {
-            return Err("topic is empty".into());
+        match sample.strip_prefix("eq ") {
+            Some("") => Err("topic is empty".into()),
+            Some(_) => Ok(()),
+            None => valid_filter(&sample).map_err(|e| format!("topic {:?}: {e}", self.topic)),
         }
-        filter
-            .parse::<rmqtt::topic::Topic>()
-            .map(|_| ())
-            .map_err(|e| format!("topic {:?}: {e}", self.topic))
-    }
-
-    /// The topic with mosquitto's `%u`/`%c` written as rmqtt's placeholders.
-    fn placeheld(&self) -> String {
-        self.topic
-            .replace("%u", "${username}")
-            .replace("%c", "${clientid}")
     }
 
     fn applies_to(&self, user: Option<&str>) -> bool {
         self.user == "*" || Some(self.user.as_str()) == user
     }
+
+    /// The topic with mosquitto's `%u`/`%c` written as EMQX's placeholders.
+    fn placeheld(&self) -> String {
+        self.topic
+            .replace("%u", "${username}")
+            .replace("%c", "${clientid}")
+    }
 }
 
-/// What a connected client may do.
+/// A filter as MQTT allows it: `#` only as the last level, `+` and `#`
+/// only as whole levels.
+fn valid_filter(f: &str) -> Result<(), String> {
+    if f.is_empty() {
+        return Err("empty".into());
+    }
+    let levels: Vec<&str> = f.split('/').collect();
+    for (i, l) in levels.iter().enumerate() {
+        if l.contains('#') && (*l != "#" || i + 1 != levels.len()) {
+            return Err("`#` may only be a whole last level".into());
+        }
+        if l.contains('+') && *l != "+" {
+            return Err("`+` may only be a whole level".into());
+        }
+    }
+    Ok(())
+}
+
+/// Whether every topic `s` can match, `r` matches too.
+fn covers(r: &[&str], s: &[&str]) -> bool {
+    match (r.first(), s.first()) {
+        (Some(&"#"), _) => true,
+        (None, None) => true,
+        (Some(&"+"), Some(&x)) if x != "#" => covers(&r[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b && *a != "+" => covers(&r[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+/// Whether some topic matches both filters.
+fn overlaps(a: &[&str], b: &[&str]) -> bool {
+    match (a.first(), b.first()) {
+        (Some(&"#"), _) | (_, Some(&"#")) => true,
+        (None, None) => true,
+        (Some(&x), Some(&y)) if x == "+" || y == "+" || x == y => overlaps(&a[1..], &b[1..]),
+        _ => false,
+    }
+}
+
+/// Whether filter `f` matches topic name `t` (wildcards do not reach into
+/// `$`-topics at the first level, as MQTT says).
+fn matches_topic(f: &[&str], t: &str) -> bool {
+    if t.starts_with('$') && matches!(f.first(), Some(&"+") | Some(&"#")) {
+        return false;
+    }
+    let levels: Vec<&str> = t.split('/').collect();
+    covers(f, &levels)
+}
+
+/// One rule, made for one client.
+#[derive(Debug, Clone)]
+struct Compiled {
+    allow: bool,
+    publish: bool,
+    subscribe: bool,
+    /// `eq <topic>`: that topic exactly.
+    exact: bool,
+    topic: String,
+}
+
+impl Compiled {
+    fn levels(&self) -> Vec<&str> {
+        self.topic.split('/').collect()
+    }
+
+    fn hits_publish(&self, topic: &str) -> bool {
+        self.publish
+            && if self.exact {
+                self.topic == topic
+            } else {
+                matches_topic(&self.levels(), topic)
+            }
+    }
+
+    /// An allow rule must cover all a subscription may receive; a deny rule
+    /// stops a subscription that could receive any of what it names.
+    fn hits_subscribe(&self, filter: &str) -> bool {
+        if !self.subscribe {
+            return false;
+        }
+        let sub: Vec<&str> = filter.split('/').collect();
+        match (self.allow, self.exact) {
+            (true, true) => self.topic == filter,
+            (true, false) => covers(&self.levels(), &sub),
+            (false, _) => overlaps(&self.levels(), &sub),
+        }
+    }
+}
+
+/// The first rule that decides, as allow or deny.
+fn decide(rules: &[Compiled], hit: impl Fn(&Compiled) -> bool) -> Option<&Compiled> {
+    rules.iter().find(|r| hit(r))
+}
+
+/// Who a connected client is.
 #[derive(Clone)]
-enum Client {
+enum Who {
     /// Logged in with a clear-text `mqtt.users` password: no database
     /// grants to check, as before users existed.
-    Anything,
+    ConfigUser,
     As(Arc<Principal>),
+}
+
+#[derive(Clone)]
+struct Client {
+    who: Who,
+    rules: Arc<Vec<Compiled>>,
 }
 
 /// The broker's gate: logins, and the clients they let in.
@@ -112,6 +210,14 @@ pub struct Gate {
 /// connected, so a client reconnecting under the same id is another entry.
 fn key(id: &Id) -> String {
     id.to_string()
+}
+
+/// Subscriptions to `$share/<group>/<filter>` are checked as `<filter>`.
+fn unshared(filter: &str) -> &str {
+    filter
+        .strip_prefix("$share/")
+        .and_then(|r| r.split_once('/'))
+        .map_or(filter, |(_, f)| f)
 }
 
 impl Gate {
@@ -134,7 +240,8 @@ impl Gate {
         self.clients.lock().ok()?.get(&key(id)).cloned()
     }
 
-    async fn login(&self, info: &ConnectInfo) -> Result<Client, String> {
+    /// The verified user name, if any, and what the login is.
+    async fn login(&self, info: &ConnectInfo) -> Result<(Option<String>, Who), String> {
         let user = info.username().map(|u| u.to_string());
         let Some(password) = info.password() else {
             return Err("no password".into());
@@ -144,7 +251,7 @@ impl Gate {
         if let Some(u) = &user {
             if let Some(expected) = self.users.get(u) {
                 if sluice_access::secret::same(expected.as_bytes(), password.as_bytes()) {
-                    return Ok(Client::Anything);
+                    return Ok((user, Who::ConfigUser));
                 }
             }
         }
@@ -152,64 +259,95 @@ impl Gate {
             return Err("bad username or password".into());
         };
         match access.login(user.as_deref(), password).await {
-            Ok(p) => Ok(Client::As(Arc::new(p))),
+            Ok(p) => {
+                // With a token, the user is the token's, whatever name
+                // the client gave.
+                let verified = (!p.is_root()).then(|| p.user.clone());
+                Ok((verified, Who::As(Arc::new(p))))
+            }
             Err(e) => Err(e.to_string()),
         }
     }
 
-    /// The ACL rules for this client, placeholders filled in.
-    fn rules(&self, info: &ConnectInfo) -> Result<Vec<Rule>, String> {
-        let user = info.username().map(|u| u.to_string());
+    /// The ACL rules for a client, placeholders filled in from its verified
+    /// user name and its client id.
+    fn rules(&self, user: Option<&str>, client_id: &str) -> Result<Vec<Compiled>, String> {
         let mut out = Vec::new();
-        for r in self.acl.iter().filter(|r| r.applies_to(user.as_deref())) {
-            let json = serde_json::json!({
-                "permission": r.permission,
-                "action": r.action,
-                "topic": r.placeheld(),
-            });
-            match Rule::try_from((&json, info)) {
-                Ok(rule) => out.push(rule),
-                // A deny rule that cannot be read for this client (it names
-                // ${username} and the client gave none) must not be skipped.
-                Err(e) if r.permission == "deny" => {
-                    return Err(format!("ACL rule for {:?} does not apply: {e}", r.topic))
+        for r in self.acl.iter().filter(|r| r.applies_to(user)) {
+            let mut topic = r.placeheld().replace("${clientid}", client_id);
+            if topic.contains("${username}") {
+                match user {
+                    Some(u) => topic = topic.replace("${username}", u),
+                    // A deny rule that cannot be read for this client must
+                    // not be skipped; an allow rule can be.
+                    None if r.permission == "deny" => {
+                        return Err(format!(
+                            "ACL rule {:?} names the user, and this login has none",
+                            r.topic
+                        ))
+                    }
+                    None => continue,
                 }
-                Err(_) => {}
             }
+            let (exact, topic) = match topic.strip_prefix("eq ") {
+                Some(t) => (true, t.to_string()),
+                None => (false, topic),
+            };
+            out.push(Compiled {
+                allow: r.permission == "allow",
+                publish: matches!(r.action.as_str(), "publish" | "all"),
+                subscribe: matches!(r.action.as_str(), "subscribe" | "all"),
+                exact,
+                topic,
+            });
         }
         Ok(out)
     }
 
-    /// Whether a client acting as `p` may publish to `topic`: the ACL, and
-    /// write on the database a route would store it in.
-    async fn may_publish(
+    /// The client's principal as of now (grants and revocations since it
+    /// connected included); None for a configuration user.
+    fn current(&self, who: &Who) -> Result<Option<Principal>, String> {
+        match (who, &self.access) {
+            (Who::ConfigUser, _) => Ok(None),
+            (Who::As(p), Some(a)) => a.refresh(p).map(Some).map_err(|e| e.to_string()),
+            (Who::As(_), None) => Err("no access directory".into()),
+        }
+    }
+
+    fn may_publish(
         &self,
-        p: &Principal,
-        rules: &[Rule],
-        publish: &Publish,
+        who: &Who,
+        rules: &[Compiled],
+        topic: &str,
         routes: &RouteTable,
     ) -> Result<(), String> {
-        if !p.is_superuser() {
-            let auth = AuthInfo {
-                superuser: false,
-                expire_at: None,
-                rules: rules.to_vec(),
-            };
-            match auth.publish_acl(publish, true).await {
-                Some((_, Some(HookResult::PublishAclResult(r)))) if r.is_rejected() => {
-                    return Err(format!("the ACL denies publishing to {}", publish.topic))
-                }
-                Some(_) => {}
+        let p = self.current(who)?;
+        if !p.as_ref().is_some_and(Principal::is_superuser) {
+            match decide(rules, |r| r.hits_publish(topic)) {
+                Some(r) if r.allow => {}
+                Some(_) => return Err(format!("the ACL denies publishing to {topic}")),
                 None if self.no_match_allows => {}
-                None => {
-                    return Err(format!(
-                        "no ACL rule allows publishing to {}",
-                        publish.topic
-                    ))
-                }
+                None => return Err(format!("no ACL rule allows publishing to {topic}")),
             }
         }
-        self.may_store(p, &publish.topic, routes)
+        match &p {
+            Some(p) => self.may_store(p, topic, routes),
+            None => Ok(()),
+        }
+    }
+
+    fn may_subscribe(&self, who: &Who, rules: &[Compiled], filter: &str) -> Result<(), String> {
+        let p = self.current(who)?;
+        if p.as_ref().is_some_and(Principal::is_superuser) {
+            return Ok(());
+        }
+        let filter = unshared(filter);
+        match decide(rules, |r| r.hits_subscribe(filter)) {
+            Some(r) if r.allow => Ok(()),
+            Some(_) => Err(format!("the ACL denies subscribing to {filter}")),
+            None if self.no_match_allows => Ok(()),
+            None => Err(format!("no ACL rule allows subscribing to {filter}")),
+        }
     }
 
     fn may_store(&self, p: &Principal, topic: &str, routes: &RouteTable) -> Result<(), String> {
@@ -232,18 +370,10 @@ impl Gate {
         routes: &RouteTable,
     ) -> Option<HookResult> {
         let reason = match self.client(&session.id) {
-            Some(Client::Anything) => return None,
-            Some(Client::As(p)) => {
-                let rules = session
-                    .auth_info
-                    .as_ref()
-                    .map(|a| a.rules.clone())
-                    .unwrap_or_default();
-                match self.may_publish(&p, &rules, publish, routes).await {
-                    Ok(()) => return None,
-                    Err(r) => r,
-                }
-            }
+            Some(c) => match self.may_publish(&c.who, &c.rules, &publish.topic, routes) {
+                Ok(()) => return None,
+                Err(r) => r,
+            },
             None => "the client is not logged in".to_string(),
         };
         tracing::info!(client = %session.id.client_id, topic = %publish.topic, %reason, "MQTT publish refused");
@@ -265,10 +395,10 @@ pub(crate) struct Hook {
     pub(crate) routes: Arc<RouteTable>,
 }
 
-fn will_topic(w: &LastWill<'_>) -> (String, rmqtt::codec::types::QoS) {
+fn will_topic(w: &LastWill<'_>) -> String {
     match w {
-        LastWill::V3(l) => (l.topic.to_string(), l.qos),
-        LastWill::V5(l) => (l.topic.to_string(), l.qos),
+        LastWill::V3(l) => l.topic.to_string(),
+        LastWill::V5(l) => l.topic.to_string(),
     }
 }
 
@@ -287,34 +417,21 @@ impl Handler for Hook {
                 (false, Some(HookResult::AuthResult(result)))
             }
             Parameter::ClientSubscribeCheckAcl(session, sub) => {
-                let p = match self.gate.client(&session.id) {
-                    Some(Client::Anything) => return (true, acc),
-                    Some(Client::As(p)) => p,
-                    None => {
-                        return (
+                let verdict = match self.gate.client(&session.id) {
+                    Some(c) => self.gate.may_subscribe(&c.who, &c.rules, &sub.topic_filter),
+                    None => Err("the client is not logged in".to_string()),
+                };
+                match verdict {
+                    Ok(()) => (true, acc),
+                    Err(reason) => {
+                        tracing::info!(client = %session.id.client_id, filter = %sub.topic_filter, %reason, "MQTT subscription refused");
+                        (
                             false,
                             Some(HookResult::SubscribeAclResult(
                                 SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized),
                             )),
                         )
                     }
-                };
-                if p.is_superuser() {
-                    return (true, acc);
-                }
-                let decided = match &session.auth_info {
-                    Some(a) => a.subscribe_acl(sub).await,
-                    None => None,
-                };
-                match decided {
-                    Some((_, r)) => (false, r),
-                    None if self.gate.no_match_allows => (true, acc),
-                    None => (
-                        false,
-                        Some(HookResult::SubscribeAclResult(
-                            SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized),
-                        )),
-                    ),
                 }
             }
             Parameter::ClientDisconnected(session, _) => {
@@ -330,50 +447,112 @@ impl Handler for Hook {
 
 impl Hook {
     async fn authenticate(&self, info: &ConnectInfo) -> Result<AuthResult, (String, AuthResult)> {
-        let client = self
+        let (user, who) = self
             .gate
             .login(info)
             .await
             .map_err(|r| (r, AuthResult::BadUsernameOrPassword))?;
         let rules = self
             .gate
-            .rules(info)
+            .rules(user.as_deref(), info.client_id())
             .map_err(|r| (r, AuthResult::NotAuthorized))?;
         // A will is published after the client is gone, past the publish
         // check: it is checked now, as if it were published now.
-        if let (Client::As(p), Some(w)) = (&client, info.last_will()) {
-            let (topic, qos) = will_topic(&w);
-            let probe = Publish::new(
-                Box::new(rmqtt::codec::types::Publish {
-                    dup: false,
-                    retain: w.retain(),
-                    qos,
-                    topic: topic.into(),
-                    packet_id: None,
-                    payload: bytes::Bytes::new(),
-                    properties: None,
-                }),
-                None,
-                None,
-                None,
-            );
+        if let Some(w) = info.last_will() {
+            let topic = will_topic(&w);
             self.gate
-                .may_publish(p, &rules, &probe, &self.routes)
-                .await
+                .may_publish(&who, &rules, &topic, &self.routes)
                 .map_err(|r| (format!("will: {r}"), AuthResult::NotAuthorized))?;
         }
         if let Ok(mut m) = self.gate.clients.lock() {
-            m.insert(key(info.id()), client);
+            m.insert(
+                key(info.id()),
+                Client {
+                    who,
+                    rules: Arc::new(rules),
+                },
+            );
         }
         // Never a broker superuser: rmqtt would then skip the publish hook
         // that stores messages.
-        Ok(AuthResult::Allow(
-            false,
-            Some(AuthInfo {
-                superuser: false,
-                expire_at: None,
-                rules,
-            }),
-        ))
+        Ok(AuthResult::Allow(false, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(s: &str) -> Vec<&str> {
+        s.split('/').collect()
+    }
+
+    #[test]
+    fn filters_cover_and_overlap_as_mqtt_matches() {
+        assert!(covers(&l("sensors/#"), &l("sensors/a/b")));
+        assert!(covers(&l("sensors/#"), &l("sensors")));
+        assert!(covers(&l("sensors/+/t"), &l("sensors/a/t")));
+        assert!(covers(&l("sensors/+/t"), &l("sensors/+/t")));
+        assert!(!covers(&l("sensors/+"), &l("sensors/#")));
+        assert!(!covers(&l("sensors/a"), &l("sensors/+")));
+        assert!(!covers(&l("sensors/a"), &l("sensors/a/b")));
+        assert!(overlaps(&l("secret/#"), &l("#")));
+        assert!(overlaps(&l("secret/x"), &l("+/x")));
+        assert!(overlaps(&l("a/+/c"), &l("a/b/#")));
+        assert!(!overlaps(&l("secret/x"), &l("public/#")));
+        assert!(matches_topic(&l("#"), "a/b"));
+        assert!(!matches_topic(&l("#"), "$SYS/uptime"));
+        assert!(valid_filter("a/+/#").is_ok());
+        assert!(valid_filter("a/#/b").is_err() && valid_filter("a+/b").is_err());
+    }
+
+    #[test]
+    fn a_deny_rule_stops_wildcard_subscriptions_that_reach_it() {
+        let gate = Gate::new(
+            None,
+            Default::default(),
+            vec![
+                AclRule {
+                    user: "*".into(),
+                    action: "subscribe".into(),
+                    topic: "secret/#".into(),
+                    permission: "deny".into(),
+                },
+                AclRule {
+                    user: "*".into(),
+                    action: "all".into(),
+                    topic: "devices/${username}/#".into(),
+                    permission: "allow".into(),
+                },
+            ],
+            true,
+        );
+        let rules = gate.rules(Some("d7"), "c1").unwrap_or_default();
+        let who = Who::ConfigUser;
+        assert!(gate.may_subscribe(&who, &rules, "#").is_err());
+        assert!(gate
+            .may_subscribe(&who, &rules, "$share/g/secret/+")
+            .is_err());
+        assert!(
+            gate.may_subscribe(&who, &rules, "public/#").is_ok(),
+            "no rule: allowed"
+        );
+        let routes = RouteTable { routes: Vec::new() };
+        assert!(gate
+            .may_publish(&who, &rules, "devices/d7/t", &routes)
+            .is_ok());
+        // A login without a user name cannot use a deny rule about users.
+        let strict = Gate::new(
+            None,
+            Default::default(),
+            vec![AclRule {
+                user: "*".into(),
+                action: "publish".into(),
+                topic: "devices/%u/#".into(),
+                permission: "deny".into(),
+            }],
+            true,
+        );
+        assert!(strict.rules(None, "c1").is_err());
     }
 }

@@ -48,6 +48,7 @@ impl QueryEngine {
         db: &str,
         rel: &RelHandle,
         sql: &str,
+        principal: &Option<Arc<sluice_access::Principal>>,
     ) -> Result<(i64, u64), QueryError> {
         let txn = rel.begin(true)?;
         let at = txn.snap.index;
@@ -56,7 +57,9 @@ impl QueryEngine {
             txn: Arc::new(parking_lot::Mutex::new(txn)),
             dml_target: None,
             currvals: Default::default(),
-            principal: None,
+            // The check reads what the new constraint names, with the
+            // rights of whoever adds it.
+            principal: principal.clone(),
         });
         let batches = self.collect_in(Some(db), binding, sql).await?;
         let n = batches
@@ -82,6 +85,7 @@ impl QueryEngine {
         rel: &RelHandle,
         t: &TableDef,
         op: &AlterTableOperation,
+        principal: &Option<Arc<sluice_access::Principal>>,
     ) -> Result<Option<DdlOp>, QueryError> {
         Ok(Some(match op {
             AlterTableOperation::AddColumn {
@@ -155,7 +159,10 @@ impl QueryEngine {
                 }
             }
             AlterTableOperation::AddConstraint { constraint, .. } => {
-                return self.add_constraint(db, rel, t, constraint).await.map(Some)
+                return self
+                    .add_constraint(db, rel, t, constraint, principal)
+                    .await
+                    .map(Some)
             }
             AlterTableOperation::DropConstraint {
                 name, if_exists, ..
@@ -196,6 +203,7 @@ impl QueryEngine {
         rel: &RelHandle,
         t: &TableDef,
         c: &TableConstraint,
+        principal: &Option<Arc<sluice_access::Principal>>,
     ) -> Result<DdlOp, QueryError> {
         let table = format!("{}.{}", quote(&t.schema), quote(&t.name));
         match c {
@@ -229,7 +237,12 @@ impl QueryEngine {
                     .unwrap_or_else(|| format!("{}_check{}", t.name, t.checks.len()));
                 let expr = ch.expr.to_string();
                 let (bad, at) = self
-                    .count_at(db, rel, &format!("SELECT count(*) FROM {table} WHERE NOT ({expr})"))
+                    .count_at(
+                        db,
+                        rel,
+                        &format!("SELECT count(*) FROM {table} WHERE NOT ({expr})"),
+                        principal,
+                    )
                     .await?;
                 if bad > 0 {
                     return Err(QueryError::Rel(RelError::CheckViolation {
@@ -292,7 +305,7 @@ impl QueryEngine {
                     quote(&pn),
                     matches.join(" AND ")
                 );
-                let (bad, at) = self.count_at(db, rel, &sql).await?;
+                let (bad, at) = self.count_at(db, rel, &sql, principal).await?;
                 if bad > 0 {
                     return Err(QueryError::Rel(RelError::ForeignKeyViolation {
                         action: "insert or update",
