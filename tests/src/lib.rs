@@ -2,6 +2,7 @@
 //! free loopback ports with its own data directory, and talks to it the way
 //! clients do (HTTP and TCP).
 
+pub mod clients;
 pub mod webdriver;
 
 use std::io::Write;

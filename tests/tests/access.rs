@@ -3,11 +3,10 @@
 //! (HTTP writes and SQL, the PostgreSQL port, the MQTT broker) allowing
 //! exactly what the caller was granted, no more, from the moment it changes.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use reqwest::blocking::{Client, RequestBuilder};
-use rumqttc::{Client as MqttClient, ConnectReturnCode, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{Client as MqttClient, Event, Packet, QoS};
 use serde_json::Value;
 use sluice_tests::TestServer;
 
@@ -424,23 +423,7 @@ fn tokens_are_made_narrowed_listed_expired_and_revoked() {
 }
 
 fn psql(s: &TestServer, user: &str, password: &str, sql: &str) -> (bool, String) {
-    let out = Command::new("psql")
-        .args(["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-h"])
-        .arg(s.pg.ip().to_string())
-        .arg("-p")
-        .arg(s.pg.port().to_string())
-        .args(["-U", user, "-d", "plant", "-c", sql])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .stdin(Stdio::null())
-        .output()
-        .expect("psql (apt-get install postgresql-client)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    sluice_tests::clients::psql(s, user, Some(password), "plant", sql)
 }
 
 #[test]
@@ -490,30 +473,7 @@ fn mqtt(
     login: Option<(&str, &str)>,
     will: Option<&str>,
 ) -> (MqttClient, rumqttc::Connection, Result<(), String>) {
-    let mut o = MqttOptions::new(id, s.mqtt.ip().to_string(), s.mqtt.port());
-    o.set_keep_alive(Duration::from_secs(30));
-    if let Some((u, p)) = login {
-        o.set_credentials(u, p);
-    }
-    if let Some(t) = will {
-        o.set_last_will(LastWill::new(t, "{\"v\": 0}", QoS::AtLeastOnce, false));
-    }
-    let (client, mut conn) = MqttClient::new(o, 10);
-    let answer = loop {
-        match conn.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
-                break if ack.code == ConnectReturnCode::Success {
-                    Ok(())
-                } else {
-                    Err(format!("{:?}", ack.code))
-                };
-            }
-            Ok(Ok(_)) => continue,
-            Ok(Err(e)) => break Err(e.to_string()),
-            Err(e) => break Err(format!("no CONNACK: {e:?}")),
-        }
-    };
-    (client, conn, answer)
+    sluice_tests::clients::mqtt_connect(s, id, login, will)
 }
 
 /// What follows a publish (or a subscribe): an acknowledgement, or the

@@ -104,22 +104,7 @@ fn one_client_address_cannot_take_every_connection() {
 
 /// psql's answer to `SELECT 1`.
 fn psql_select_1(s: &TestServer) -> (bool, String) {
-    let out = std::process::Command::new("psql")
-        .args(["-X", "-A", "-t", "-q", "-w", "-h"])
-        .arg(s.pg.ip().to_string())
-        .arg("-p")
-        .arg(s.pg.port().to_string())
-        .args(["-U", "sluice", "-d", "plant", "-c", "SELECT 1"])
-        .env("PGCONNECT_TIMEOUT", "10")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("psql (apt-get install postgresql-client)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    sluice_tests::clients::psql(s, "sluice", None, "plant", "SELECT 1")
 }
 
 #[test]

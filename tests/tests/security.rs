@@ -4,10 +4,9 @@
 //! credentials and with wrong ones. Each refusal says why and never echoes the secret.
 
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rumqttc::{Client, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
+use rumqttc::{Client, QoS};
 use sluice_tests::TestServer;
 
 const TOKEN: &str = "tok-8c1f0e9d";
@@ -83,27 +82,7 @@ fn metrics_can_be_opened_to_a_scraper_alone() {
 }
 
 fn psql(s: &TestServer, password: Option<&str>) -> (bool, String) {
-    let mut cmd = Command::new("psql");
-    cmd.args(["-X", "-A", "-t", "-q", "-w", "-h"])
-        .arg(s.pg.ip().to_string())
-        .arg("-p")
-        .arg(s.pg.port().to_string())
-        .args(["-U", "operator", "-d", "plant", "-c", "SELECT 40 + 2"])
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env_remove("PGPASSWORD")
-        .stdin(Stdio::null());
-    if let Some(p) = password {
-        cmd.env("PGPASSWORD", p);
-    }
-    let out = cmd
-        .output()
-        .expect("psql (apt-get install postgresql-client)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    sluice_tests::clients::psql(s, "operator", password, "plant", "SELECT 40 + 2")
 }
 
 #[test]
@@ -162,26 +141,8 @@ fn raw_tcp_is_closed_while_authentication_is_on() {
 
 /// What the broker answers a CONNECT with these credentials.
 fn mqtt_connect(s: &TestServer, login: Option<(&str, &str)>) -> (Client, Result<(), String>) {
-    let mut o = MqttOptions::new("sec-probe", s.mqtt.ip().to_string(), s.mqtt.port());
-    o.set_keep_alive(Duration::from_secs(30));
-    if let Some((u, p)) = login {
-        o.set_credentials(u, p);
-    }
-    let (client, mut conn) = Client::new(o, 10);
-    let answer = loop {
-        match conn.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
-                break if ack.code == ConnectReturnCode::Success {
-                    Ok(())
-                } else {
-                    Err(format!("{:?}", ack.code))
-                };
-            }
-            Ok(Ok(_)) => continue,
-            Ok(Err(e)) => break Err(e.to_string()),
-            Err(e) => break Err(format!("no CONNACK: {e:?}")),
-        }
-    };
+    let (client, mut conn, answer) =
+        sluice_tests::clients::mqtt_connect(s, "sec-probe", login, None);
     if answer.is_ok() {
         std::thread::spawn(move || for _ in conn.iter() {});
     }
