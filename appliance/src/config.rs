@@ -25,6 +25,7 @@ Settings (section.key = default):
   engine.pin_cores = true              pin each shard to a core
   http.addr = \"127.0.0.1:8086\"         HTTP API
   http.max_body_bytes = 67108864       largest request body, after gzip
+  http.max_inflight_body_bytes = 1073741824  all bodies held at once; past it 503
   auth.enabled = false                 users, roles and tokens (CREATE USER, GRANT, /api/v1/tokens)
                                        on every port; the first start makes a superuser
   auth.admin_user = \"admin\"            that superuser; its password is read from
@@ -304,6 +305,9 @@ pub struct HttpSection {
     pub addr: SocketAddr,
     /// Largest accepted request body, after gzip decompression.
     pub max_body_bytes: usize,
+    /// Bytes of request bodies held at once, over all requests; past it a
+    /// request waits, then gets 503.
+    pub max_inflight_body_bytes: usize,
     /// When set, every API call must present this token
     /// (`Authorization: Token …`, `Bearer …`, basic auth password, or `p=`).
     pub auth_token: Option<String>,
@@ -382,6 +386,7 @@ impl Default for HttpSection {
         HttpSection {
             addr: SocketAddr::from(([127, 0, 0, 1], 8086)),
             max_body_bytes: 64 << 20,
+            max_inflight_body_bytes: 1 << 30,
             auth_token: None,
             metrics_public: false,
             ui_dir: None,

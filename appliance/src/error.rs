@@ -16,6 +16,9 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("request body larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// Out of a shared resource for now; the client should retry.
+    #[error("{0}")]
+    Busy(String),
     #[error("unsupported content encoding {0:?}: send identity or gzip")]
     UnsupportedEncoding(String),
     #[error(transparent)]
@@ -122,6 +125,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Ingest(IngestError::Engine(e)) => engine_status(e),
             ApiError::Ingest(_) => StatusCode::BAD_REQUEST,

@@ -253,6 +253,7 @@ fn serve(cfg: Config) -> Result<(), String> {
             mqtt: broker.clone(),
             query,
             max_body_bytes: cfg.http.max_body_bytes,
+            bodies: http::body::Budget::new(cfg.http.max_inflight_body_bytes),
             access: access.clone(),
             auth_on,
             metrics_public: cfg.http.metrics_public,

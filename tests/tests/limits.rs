@@ -136,3 +136,63 @@ fn the_postgresql_port_refuses_past_its_limit_as_postgresql_does() {
     }
     drop(held);
 }
+
+#[test]
+fn request_bodies_held_at_once_have_a_budget() {
+    let s = TestServer::start_with_env(&[("SLUICE_HTTP__MAX_INFLIGHT_BODY_BYTES", "1048576")]);
+    assert_eq!(s.write("plant", "m v=1 1").status(), 204);
+    // A client that sends most of a large body and then stalls holds its
+    // share of the budget.
+    let line = "m v=1 1\n";
+    let hold = line.repeat(900_000 / line.len());
+    let mut stalled = TcpStream::connect(s.http).unwrap();
+    write!(
+        stalled,
+        "POST /write?db=plant HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n{hold}"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Another body that does not fit waits for room...
+    let url = s.url("/write?db=plant");
+    let body = line.repeat(400_000 / line.len());
+    let waiting = std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = reqwest::blocking::Client::new()
+            .post(url)
+            .body(body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !waiting.is_finished(),
+        "a body past the budget was taken at once"
+    );
+    // ...and goes through once the stalled one is gone.
+    drop(stalled);
+    let (status, waited) = waiting.join().unwrap();
+    assert_eq!(status, 204);
+    assert!(waited >= Duration::from_millis(1500));
+    // A body that never gets room is told to retry.
+    let mut stalled = TcpStream::connect(s.http).unwrap();
+    write!(
+        stalled,
+        "POST /write?db=plant HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n{hold}"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let r = reqwest::blocking::Client::new()
+        .post(s.url("/write?db=plant"))
+        .body(line.repeat(400_000 / line.len()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    assert!(r.text().unwrap().contains("max_inflight_body_bytes"));
+    drop(stalled);
+    assert_eq!(s.write("plant", "m v=2 2").status(), 204);
+}

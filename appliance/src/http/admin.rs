@@ -38,7 +38,7 @@ pub async fn backup(
 ) -> Result<impl IntoResponse, ApiError> {
     let caller = st.authorize(&headers, &p).await?;
     super::auth::require_superuser(&caller, "take a backup")?;
-    let raw = super::body::read_body(&headers, body, 64 << 10).await?;
+    let (raw, _held) = super::body::read_body(&headers, body, 64 << 10, &st.bodies).await?;
     let req: serde_json::Value = serde_json::from_slice(&raw)
         .map_err(|e| ApiError::BadRequest(format!("body must be JSON {{\"path\": …}}: {e}")))?;
     let path = req["path"]

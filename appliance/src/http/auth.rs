@@ -144,7 +144,7 @@ pub async fn create_token(
     body: Body,
 ) -> Result<Response, ApiError> {
     let caller = st.authorize(&headers, &p).await?;
-    let raw = read_body(&headers, body, 64 << 10).await?;
+    let (raw, _held) = read_body(&headers, body, 64 << 10, &st.bodies).await?;
     let req: NewToken = if raw.iter().all(u8::is_ascii_whitespace) {
         NewToken::default()
     } else {

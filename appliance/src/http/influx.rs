@@ -64,7 +64,7 @@ async fn write(
     body: Body,
 ) -> Result<Response, ApiError> {
     let precision = Precision::parse(precision.map(String::as_str).unwrap_or(""))?;
-    let body = read_body(headers, body, st.max_body_bytes).await?;
+    let (body, _held) = read_body(headers, body, st.max_body_bytes, &st.bodies).await?;
     let opts = WriteOptions {
         database: db.to_string(),
         precision,
@@ -116,7 +116,7 @@ pub async fn query(
     let caller = st.authorize(&headers, &p).await?;
     let mut q = p.get("q").cloned();
     if q.is_none() {
-        let raw = read_body(&headers, body, 1 << 20).await?;
+        let (raw, _held) = read_body(&headers, body, 1 << 20, &st.bodies).await?;
         let form: HashMap<String, String> = serde_urlencoded::from_bytes(&raw)
             .map_err(|e| ApiError::BadRequest(format!("invalid form body: {e}")))?;
         q = form.get("q").cloned();

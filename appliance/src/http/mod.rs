@@ -2,7 +2,7 @@
 
 mod admin;
 pub mod auth;
-mod body;
+pub mod body;
 pub mod console;
 mod influx;
 pub mod server;
@@ -23,6 +23,8 @@ pub struct AppState {
     pub query: std::sync::Arc<QueryEngine>,
     pub mqtt: Option<sluice_ingest::mqtt::MqttBroker>,
     pub max_body_bytes: usize,
+    /// Bytes of request bodies held at once.
+    pub bodies: body::Budget,
     pub access: Arc<sluice_access::Access>,
     /// Every endpoint but the static files and health asks for credentials.
     pub auth_on: bool,

@@ -31,7 +31,7 @@ pub async fn sql(
     body: Body,
 ) -> Result<Response, ApiError> {
     let caller = st.authorize(&headers, &p).await?;
-    let raw = read_body(&headers, body, 1 << 20).await?;
+    let (raw, _held) = read_body(&headers, body, 1 << 20, &st.bodies).await?;
     let req: SqlRequest = if raw.iter().all(|b| b.is_ascii_whitespace()) {
         SqlRequest::default()
     } else {
