@@ -38,7 +38,7 @@ Settings (section.key = default):
   http.max_connections = 4096          open HTTP connections at most
   http.max_connections_per_client = 512  per client address
   http.request_header_timeout_secs = 10  headers (and TLS handshake) must arrive by then
-  [tls] cert, key, client_ca           PEM files: HTTPS only, TLS only on the PostgreSQL port
+  [tls] cert, key, client_ca           PEM files: HTTPS only, TLS only on the PostgreSQL port and MQTT
                                        (pg.allow_plaintext = true also takes plain clients), client
                                        certificates required if client_ca; SIGHUP reloads
   lp_tcp.enabled = true                line protocol over TCP
@@ -57,6 +57,8 @@ Settings (section.key = default):
   storage.log_segment_bytes = 67108864 log segment size before rolling
   mqtt.enabled = true                  the built-in MQTT broker
   mqtt.addr = \"127.0.0.1:1883\"
+  mqtt.tls_addr = \"127.0.0.1:8883\"   MQTT over TLS, with [tls]; plain MQTT then stays off
+                                       unless mqtt.allow_plaintext = true
   mqtt.users = {}                      username = clear password, without auth.enabled
   [[mqtt.acl]]                         user, action (publish|subscribe|all), topic, permission
   mqtt.acl_no_match = \"allow\"          when no ACL rule matches: allow or deny
@@ -208,6 +210,13 @@ impl Default for KafkaSection {
 pub struct MqttSection {
     pub enabled: bool,
     pub addr: SocketAddr,
+    /// MQTT over TLS, with `[tls]`.
+    pub tls_addr: SocketAddr,
+    /// With `[tls]`, also serve plain MQTT on `addr`.
+    pub allow_plaintext: bool,
+    /// TLS connections at most, and per client address.
+    pub max_tls_connections: usize,
+    pub max_tls_connections_per_client: usize,
     /// Username → password. Empty: any client may connect.
     pub users: std::collections::BTreeMap<String, String>,
     /// Store line protocol published to `ingest/<db>` in database `<db>`.
@@ -227,6 +236,10 @@ impl Default for MqttSection {
         MqttSection {
             enabled: true,
             addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            tls_addr: SocketAddr::from(([127, 0, 0, 1], 8883)),
+            allow_plaintext: false,
+            max_tls_connections: 100_000,
+            max_tls_connections_per_client: 10_000,
             users: Default::default(),
             ingest_topics: true,
             max_payload_bytes: 1 << 20,

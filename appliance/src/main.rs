@@ -8,6 +8,7 @@ mod conn_limits;
 mod error;
 mod http;
 mod kafka;
+mod mqtt_tls;
 mod pg;
 mod status;
 mod tls;
@@ -245,6 +246,21 @@ fn serve(cfg: Config) -> Result<(), String> {
         } else {
             None
         };
+        if let (Some(tls), Some(proxied)) = (&tls, broker.as_ref().and_then(|b| b.proxied_addr)) {
+            let l = tokio::net::TcpListener::bind(cfg.mqtt.tls_addr)
+                .await
+                .map_err(|e| format!("cannot listen for MQTT over TLS on {}: {e}", cfg.mqtt.tls_addr))?;
+            tokio::spawn(mqtt_tls::serve(
+                l,
+                tls.clone(),
+                proxied,
+                conn_limits::Limiter::new(
+                    cfg.mqtt.max_tls_connections,
+                    cfg.mqtt.max_tls_connections_per_client,
+                    &mqtt_tls::CONNECTIONS,
+                ),
+            ));
+        }
         let state = Arc::new(http::AppState {
             rel: rel_handle,
             data_dir: cfg.engine.data_dir.clone(),
@@ -267,7 +283,8 @@ fn serve(cfg: Config) -> Result<(), String> {
         tracing::info!(
             http = %cfg.http.addr,
             tls = cfg.tls.is_some(),
-            mqtt = %broker.as_ref().map_or("off".to_string(), |b| b.local_addr.to_string()),
+            mqtt = %broker.as_ref().and_then(|b| b.local_addr).map_or("off".to_string(), |a| a.to_string()),
+            mqtt_tls = %if cfg.tls.is_some() && broker.is_some() { cfg.mqtt.tls_addr.to_string() } else { "off".into() },
             kafka = %cfg.kafka.as_ref().map_or("off".to_string(), |k| k.brokers.clone()),
             lp_tcp = %if tcp_open { cfg.lp_tcp.addr.to_string() } else { "off".into() },
             pg = %if cfg.pg.enabled { cfg.pg.addr.to_string() } else { "off".into() },
@@ -310,6 +327,8 @@ fn mqtt_config(
 ) -> sluice_ingest::mqtt::MqttConfig {
     sluice_ingest::mqtt::MqttConfig {
         addr: cfg.mqtt.addr,
+        plain: cfg.tls.is_none() || cfg.mqtt.allow_plaintext,
+        proxied: cfg.tls.is_some(),
         users: cfg.mqtt.users.clone(),
         access,
         acl: cfg.mqtt.acl.clone(),

@@ -51,6 +51,8 @@ pub struct TestServer {
     pub http: SocketAddr,
     pub lp_tcp: SocketAddr,
     pub mqtt: SocketAddr,
+    /// MQTT over TLS, when the config has `[tls]`.
+    pub mqtt_tls: SocketAddr,
     /// The PostgreSQL wire protocol port.
     pub pg: SocketAddr,
     pub data_dir: PathBuf,
@@ -97,6 +99,7 @@ impl TestServer {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let lp_tcp = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mqtt_tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let pg = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log_path = data_dir.with_extension("log");
         TestServer {
@@ -104,6 +107,7 @@ impl TestServer {
             http,
             lp_tcp,
             mqtt,
+            mqtt_tls,
             pg,
             data_dir,
             config: None,
@@ -146,6 +150,7 @@ impl TestServer {
             .arg("--shards")
             .arg("2")
             .env("RUST_LOG", "info")
+            .env("SLUICE_MQTT__TLS_ADDR", self.mqtt_tls.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);

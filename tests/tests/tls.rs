@@ -1,6 +1,6 @@
-//! TLS on the HTTP API and the PostgreSQL port, with certificates made by
-//! the openssl command line, checked with curl, psql and Python's ssl
-//! module: the right CA verifies, a wrong CA and plain HTTP are refused,
+//! TLS on the HTTP API, the PostgreSQL port and MQTT, with certificates
+//! made by the openssl command line, checked with curl, psql, mosquitto's
+//! clients and Python's ssl module: the right CA verifies, a wrong CA and plain HTTP are refused,
 //! SIGHUP swaps the certificate without dropping an open connection, and a
 //! client CA makes client certificates mandatory.
 
@@ -340,4 +340,85 @@ fn psql_verifies_the_server_over_tls() {
         .env("PGCONNECT_TIMEOUT", "10"));
     assert!(!ok, "a plaintext client got in: {out}");
     assert!(out.contains("only TLS connections"), "{out}");
+}
+
+#[test]
+fn mqtt_speaks_tls_on_its_own_port_and_plain_mqtt_is_off() {
+    let pki = Pki::new();
+    let s = TestServer::start_with(&[], Some(&pki.config(false)));
+    let pub_ = |ca: &str, port: u16, msg: &str| {
+        run(Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "localhost",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-V",
+                "mqttv311",
+            ])
+            .args(["--cafile", pki.path(ca).to_str().unwrap()])
+            .args(["-i", "tls-probe", "-t", "ingest/plant", "-m", msg]))
+    };
+    let (ok, out) = pub_("ca1.pem", s.mqtt_tls.port(), "tls v=7 1");
+    assert!(ok, "mosquitto_pub over TLS: {out}");
+    let ca = pki.path("ca1.pem");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, out) = curl(
+            &s,
+            &["--cacert", ca.to_str().unwrap()],
+            "/api/v1/sql?db=plant&q=SELECT%20v%20FROM%20tls",
+        );
+        if out.contains("[[7.0]]") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TLS publish was not stored: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A CA that did not sign the server's certificate is refused.
+    let (ok, out) = pub_("ca2.pem", s.mqtt_tls.port(), "tls v=8 2");
+    assert!(
+        !ok,
+        "mosquitto_pub trusted a server its CA did not sign: {out}"
+    );
+    // Plain MQTT is not served next to TLS.
+    assert!(
+        std::net::TcpStream::connect_timeout(&s.mqtt, std::time::Duration::from_secs(2)).is_err(),
+        "plain MQTT is open while [tls] is set"
+    );
+    // A subscriber over TLS gets what a publisher over TLS sends.
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &s.mqtt_tls.port().to_string(),
+            "-V",
+            "mqttv311",
+        ])
+        .args(["--cafile", pki.path("ca1.pem").to_str().unwrap()])
+        .args(["-t", "alerts/#", "-C", "1", "-W", "20"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let (ok, out) = run(Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &s.mqtt_tls.port().to_string(),
+            "-q",
+            "1",
+        ])
+        .args(["--cafile", pki.path("ca1.pem").to_str().unwrap()])
+        .args(["-t", "alerts/line3", "-m", "overheat"]));
+    assert!(ok, "{out}");
+    let got = sub.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "overheat");
 }

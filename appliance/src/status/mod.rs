@@ -30,6 +30,8 @@ pub struct Status {
     pub http: HttpConnections,
     /// PostgreSQL protocol connections.
     pub pg: HttpConnections,
+    /// MQTT connections over TLS (counted where TLS ends).
+    pub mqtt_tls: HttpConnections,
 }
 
 impl HttpConnections {
@@ -153,7 +155,9 @@ pub async fn collect(st: &AppState) -> Result<Status, crate::error::ApiError> {
             let b = broker.status().await;
             let m = &sluice_ingest::mqtt::METRICS;
             Some(Mqtt {
-                addr: broker.local_addr.to_string(),
+                addr: broker
+                    .local_addr
+                    .map_or_else(|| "tls only".to_string(), |a| a.to_string()),
                 clients: b.connections,
                 sessions: b.sessions,
                 subscriptions: b.subscriptions,
@@ -238,6 +242,7 @@ pub async fn collect(st: &AppState) -> Result<Status, crate::error::ApiError> {
         dead_letters,
         http: HttpConnections::of(&crate::http::server::CONNECTIONS),
         pg: HttpConnections::of(&crate::pg::CONNECTIONS),
+        mqtt_tls: HttpConnections::of(&crate::mqtt_tls::CONNECTIONS),
     })
 }
 

@@ -153,6 +153,18 @@ pub fn render(s: &Status) -> String {
         "counter",
         s.pg.refused as f64,
     );
+    o.single(
+        "sluice_mqtt_tls_connections",
+        "MQTT connections over TLS open.",
+        "gauge",
+        s.mqtt_tls.open as f64,
+    );
+    o.single(
+        "sluice_mqtt_tls_connections_refused_total",
+        "MQTT TLS connections closed at once because a connection limit was reached.",
+        "counter",
+        s.mqtt_tls.refused as f64,
+    );
     let per_frontend = |f: fn(&super::FrontendStatus) -> u64| -> Vec<(String, f64)> {
         s.ingest
             .frontends

@@ -34,6 +34,11 @@ use crate::route::{Format, Route, TopicPattern};
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
     pub addr: SocketAddr,
+    /// Listen on `addr` for plain MQTT.
+    pub plain: bool,
+    /// Listen on a loopback port for connections handed on, with a PROXY
+    /// header, by a TLS terminator (see [`MqttBroker::proxied_addr`]).
+    pub proxied: bool,
     /// Username → clear-text password (`mqtt.users`, for a broker without
     /// the access directory).
     pub users: BTreeMap<String, String>,
@@ -167,7 +172,10 @@ impl RouteTable {
 /// on; rmqtt has no stop of its own.
 #[derive(Clone)]
 pub struct MqttBroker {
-    pub local_addr: SocketAddr,
+    /// The plain listener, if there is one.
+    pub local_addr: Option<SocketAddr>,
+    /// The loopback listener a TLS terminator hands connections to.
+    pub proxied_addr: Option<SocketAddr>,
     scx: ServerContext,
 }
 
@@ -213,30 +221,50 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
         .max_payload_bytes
         .saturating_add(64 * 1024)
         .min(u32::MAX as usize) as u32;
-    let listener = Builder::new()
-        .name("mqtt")
-        .laddr(cfg.addr)
-        .reuseaddr(Some(true))
-        // PUBACKs are tiny; Nagle would hold them back.
-        .nodelay(true)
-        .max_packet_size(max_packet)
-        .allow_anonymous(cfg.users.is_empty() && cfg.access.is_none())
-        // Receive Maximum, and so the most QoS 1 publishes of a connection
-        // that the (patched) broker checks as one batch: one durable write
-        // acknowledges them all.
-        .max_inflight(NonZeroU16::new(256).unwrap_or(NonZeroU16::MIN))
-        // Messages queued per offline session (mosquitto keeps 1,000).
-        .max_mqueue_len(1_000)
-        // For MQTT 3.1.1 clients with CleanSession=0, which carry no
-        // expiry of their own: their session (subscriptions, queued QoS 1/2
-        // messages) outlives a disconnect by this long.
-        .session_expiry_interval(Duration::from_secs(2 * 3600))
-        .max_session_expiry_interval(Duration::from_secs(7 * 24 * 3600))
-        .max_topic_aliases(64)
-        .bind()
-        .map_err(bind_err)?;
-    let local_addr = listener.local_addr().unwrap_or(cfg.addr);
-    let listener = listener.tcp().map_err(bind_err)?;
+    let allow_anonymous = cfg.users.is_empty() && cfg.access.is_none();
+    let builder = |name: &str, addr: SocketAddr| {
+        Builder::new()
+            .name(name)
+            .laddr(addr)
+            .reuseaddr(Some(true))
+            // PUBACKs are tiny; Nagle would hold them back.
+            .nodelay(true)
+            .max_packet_size(max_packet)
+            .allow_anonymous(allow_anonymous)
+            // Receive Maximum, and so the most QoS 1 publishes of a connection
+            // that the (patched) broker checks as one batch: one durable write
+            // acknowledges them all.
+            .max_inflight(NonZeroU16::new(256).unwrap_or(NonZeroU16::MIN))
+            // Messages queued per offline session (mosquitto keeps 1,000).
+            .max_mqueue_len(1_000)
+            // For MQTT 3.1.1 clients with CleanSession=0, which carry no
+            // expiry of their own: their session (subscriptions, queued QoS 1/2
+            // messages) outlives a disconnect by this long.
+            .session_expiry_interval(Duration::from_secs(2 * 3600))
+            .max_session_expiry_interval(Duration::from_secs(7 * 24 * 3600))
+            .max_topic_aliases(64)
+    };
+    let mut listeners = Vec::new();
+    let mut local_addr = None;
+    if cfg.plain {
+        let l = builder("mqtt", cfg.addr).bind().map_err(bind_err)?;
+        let addr = l.local_addr().unwrap_or(cfg.addr);
+        local_addr = Some(addr);
+        listeners.push((l.tcp().map_err(bind_err)?, addr.port()));
+    }
+    // TLS is ended in front of the broker, by a terminator that hands each
+    // connection on over loopback with a PROXY header naming the client.
+    let mut proxied_addr = None;
+    if cfg.proxied {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let l = builder("mqtts", loopback)
+            .proxy_protocol(true)
+            .bind()
+            .map_err(bind_err)?;
+        let addr = l.local_addr().map_err(bind_err)?;
+        proxied_addr = Some(addr);
+        listeners.push((l.tcp().map_err(bind_err)?, addr.port()));
+    }
 
     let scx = ServerContext::new().build().await;
     let retained = hooks::Retained::default();
@@ -284,12 +312,20 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
     register.add(Type::MessagePublish, Box::new(ingest)).await;
     register.start().await;
 
-    let server = MqttServer::new(scx.clone()).listener(listener).build();
+    let mut server = MqttServer::new(scx.clone());
+    for (l, id) in listeners {
+        server = server.listener_by_id(l, id);
+    }
+    let server = server.build();
     tokio::spawn(async move {
         if let Err(e) = server.run().await {
             tracing::error!(error = %e, "the MQTT broker stopped");
         }
     });
-    tracing::info!(addr = %local_addr, "MQTT broker listening");
-    Ok(MqttBroker { local_addr, scx })
+    tracing::info!(addr = ?local_addr, proxied = ?proxied_addr, "MQTT broker listening");
+    Ok(MqttBroker {
+        local_addr,
+        proxied_addr,
+        scx,
+    })
 }
