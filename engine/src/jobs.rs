@@ -30,6 +30,8 @@ pub struct StorageConfig {
     pub compact_min_chunks: usize,
     /// Start a new log segment once the active one passes this size.
     pub log_segment_bytes: u64,
+    /// Refuse writes while the disk has less free than this (0: never).
+    pub min_free_bytes: u64,
     pub flush_level: usize,
     pub compact_level: usize,
 }
@@ -43,6 +45,7 @@ impl Default for StorageConfig {
             partition_len: 86_400_000_000_000,
             compact_min_chunks: 4,
             log_segment_bytes: 64 << 20,
+            min_free_bytes: 256 << 20,
             flush_level: 4,
             compact_level: 8,
         }

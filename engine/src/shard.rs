@@ -66,6 +66,8 @@ pub struct ShardStats {
     pub compactions: u64,
     pub log_segments_removed: u64,
     pub backpressure_rejections: u64,
+    /// Writes refused because the disk was below its reserve.
+    pub disk_full_rejections: u64,
 }
 
 struct Pending {
@@ -182,6 +184,7 @@ pub(crate) async fn run(
         shard: id,
         ..Default::default()
     }));
+    let space = sluice_raftlog::SpaceGuard::new(&parts.dir, parts.storage.min_free_bytes);
     let qbuf = buffer.clone();
     let qstats = stats_node.clone();
     let queries = parts.queries.clone();
@@ -236,6 +239,9 @@ pub(crate) async fn run(
                     if let Err(e) = buffer.borrow().admit() {
                         stats_node.borrow_mut().backpressure_rejections += 1;
                         let _ = reply.send(Err(e));
+                    } else if let Err(full) = space.check() {
+                        stats_node.borrow_mut().disk_full_rejections += 1;
+                        let _ = reply.send(Err(EngineError::DiskFull(full)));
                     } else if batch.is_empty() {
                         let _ = reply.send(Ok(()));
                     } else {

@@ -171,7 +171,12 @@ async fn write_lines(
                 STATS.stored(Frontend::Tcp, &tally, prepared.rejected_total);
                 return Ok(());
             }
-            Err(sluice_engine::EngineError::Backpressure { .. }) => {
+            // A full disk is waited out as memory is: the sender is held
+            // back by TCP until the shard takes writes again.
+            Err(
+                sluice_engine::EngineError::Backpressure { .. }
+                | sluice_engine::EngineError::DiskFull(_),
+            ) => {
                 glommio::timer::sleep(wait).await;
                 wait = (wait * 2).min(std::time::Duration::from_secs(1));
             }

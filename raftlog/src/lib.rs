@@ -8,6 +8,7 @@ mod fsutil;
 mod node;
 mod segments;
 mod slogbridge;
+mod space;
 mod wake;
 mod wal;
 
@@ -15,5 +16,6 @@ pub use error::{LogError, Result};
 pub use fsutil::{probe_disk, sync_dir};
 pub use node::{NoPeers, RaftNode, Transport, LOCAL_ID};
 pub use raft::prelude::Entry;
+pub use space::{free_bytes, NoSpace, SpaceGuard};
 pub use wake::{next_or_tick, Wake};
 pub use wal::{replay, Replay, WalRecord, WalStats};

@@ -58,6 +58,8 @@ pub enum RelError {
     Log(String),
     #[error("the relational store is not running")]
     Unavailable,
+    #[error("{0}")]
+    DiskFull(sluice_raftlog::NoSpace),
 }
 
 impl RelError {
@@ -83,6 +85,7 @@ impl RelError {
             RelError::Storage(_) => "58030",
             RelError::Log(_) => "58030",
             RelError::Unavailable => "57P03",
+            RelError::DiskFull(_) => "53100",
         }
     }
 }

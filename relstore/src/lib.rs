@@ -48,6 +48,8 @@ pub struct RelConfig {
     /// `<data_dir>/meta`: the log segments and `state.redb`.
     pub dir: PathBuf,
     pub io_memory: usize,
+    /// Refuse changes while the disk has less free than this (0: never).
+    pub min_free_bytes: u64,
 }
 
 /// Reserved sequence values not yet handed out: (next, last, increment).
@@ -62,6 +64,7 @@ pub struct RelHandle {
     sequences: Arc<Mutex<HashMap<u64, Reserved>>>,
     locks: Arc<locks::LockTable>,
     next_txn: Arc<std::sync::atomic::AtomicU64>,
+    space: Arc<sluice_raftlog::SpaceGuard>,
 }
 
 impl RelHandle {
@@ -115,6 +118,7 @@ impl RelHandle {
     }
 
     async fn propose(&self, cmd: &Command) -> Result<Applied> {
+        self.space.check().map_err(RelError::DiskFull)?;
         let data = postcard::to_allocvec(cmd)?;
         if data.len() > MAX_ENTRY_BYTES {
             return Err(RelError::TooLarge {
@@ -330,6 +334,10 @@ impl RelStore {
                 sequences: Arc::new(Mutex::new(HashMap::new())),
                 locks: Default::default(),
                 next_txn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+                space: Arc::new(sluice_raftlog::SpaceGuard::new(
+                    &cfg.dir,
+                    cfg.min_free_bytes,
+                )),
             },
             join: Some(join),
         })

@@ -8,6 +8,7 @@ fn start(dir: &std::path::Path) -> RelStore {
     RelStore::start(&RelConfig {
         dir: dir.join("meta"),
         io_memory: 1 << 20,
+        min_free_bytes: 0,
     })
     .unwrap()
 }

@@ -106,6 +106,13 @@ pub fn render(s: &Status) -> String {
     );
     o.per_shard(
         s,
+        "sluice_disk_full_rejections_total",
+        "Writes refused while the disk was below storage.min_free_bytes.",
+        "counter",
+        |x| x.disk_full_rejections as f64,
+    );
+    o.per_shard(
+        s,
         "sluice_raft_last_index",
         "Last raft log index.",
         "gauge",
