@@ -120,12 +120,19 @@ fn serve(cfg: Config) -> Result<(), String> {
     // would be a way in without them, so it stays closed unless the
     // operator says the network in front of it is trusted.
     let auth_on = cfg.auth_on();
-    let tcp_open = cfg.lp_tcp.enabled && (!auth_on || cfg.lp_tcp.allow_unauthenticated);
+    // A client certificate that [tls] client_ca signed is a credential the
+    // port can check; nothing else is.
+    let tcp_certified = tls
+        .as_ref()
+        .is_some_and(|t| t.requires_client_certificates());
+    let tcp_open =
+        cfg.lp_tcp.enabled && (!auth_on || cfg.lp_tcp.allow_unauthenticated || tcp_certified);
     if cfg.lp_tcp.enabled && !tcp_open {
         tracing::warn!(
             addr = %cfg.lp_tcp.addr,
-            "line protocol over TCP is off: it cannot carry credentials and authentication is on \
-             (set lp_tcp.allow_unauthenticated = true to open it on a trusted network)"
+            "line protocol over TCP is off: it carries no credentials and authentication is on \
+             (give [tls] a client_ca to take clients with certificates, or set \
+             lp_tcp.allow_unauthenticated = true on a trusted network)"
         );
     }
     if tcp_open {
@@ -138,6 +145,9 @@ fn serve(cfg: Config) -> Result<(), String> {
         services.push(tcp::service(TcpConfig {
             addr: cfg.lp_tcp.addr,
             database: cfg.lp_tcp.database.clone(),
+            tls: tls
+                .clone()
+                .map(|t| Arc::new(move || t.config()) as tcp::TlsSource),
         }));
     }
     // The relational store holds the catalog, so it starts first and stops

@@ -113,6 +113,16 @@ impl Tls {
     pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.current.load_full())
     }
+
+    /// The configuration new connections get now.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn requires_client_certificates(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
 }
 
 /// Reloads the certificate on every SIGHUP.

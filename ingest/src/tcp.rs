@@ -2,12 +2,14 @@
 //! shard's core. glommio binds the listener with SO_REUSEPORT, so the kernel
 //! spreads connections over the cores; each connection parses on its core and
 //! waits for durability before it reads more, which is its backpressure.
+//! With a TLS configuration every connection is TLS, ended on the core by
+//! rustls (through futures-rustls, which glommio's streams fit).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use futures::io::AsyncReadExt;
+use futures::io::{AsyncRead, AsyncReadExt};
 use futures::FutureExt;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
@@ -22,10 +24,29 @@ const READ_CHUNK: usize = 256 << 10;
 /// Writes one connection may have in flight at once.
 const MAX_INFLIGHT: u64 = 4;
 
-#[derive(Debug, Clone)]
+/// The TLS configuration to use for a new connection (it may be replaced
+/// while the server runs, on SIGHUP).
+pub type TlsSource = Arc<dyn Fn() -> Arc<futures_rustls::rustls::ServerConfig> + Send + Sync>;
+
+/// A TLS handshake must be over by then.
+const HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[derive(Clone)]
 pub struct TcpConfig {
     pub addr: SocketAddr,
     pub database: String,
+    /// Present: connections speak TLS only.
+    pub tls: Option<TlsSource>,
+}
+
+impl std::fmt::Debug for TcpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpConfig")
+            .field("addr", &self.addr)
+            .field("database", &self.database)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// Binds the listener on the calling thread so a port already in use fails
@@ -60,7 +81,7 @@ pub fn service(cfg: TcpConfig) -> CoreService {
                         let cfg = cfg.clone();
                         glommio::spawn_local(async move {
                             let peer = stream.peer_addr().ok();
-                            if let Err(e) = serve(stream, &ctx, &cfg).await {
+                            if let Err(e) = accept(stream, &ctx, &cfg).await {
                                 tracing::warn!(?peer, error = %e, "line protocol TCP connection closed");
                             }
                         })
@@ -73,7 +94,23 @@ pub fn service(cfg: TcpConfig) -> CoreService {
     })
 }
 
-async fn serve(mut stream: TcpStream, ctx: &CoreContext, cfg: &TcpConfig) -> Result<(), String> {
+async fn accept(stream: TcpStream, ctx: &CoreContext, cfg: &TcpConfig) -> Result<(), String> {
+    let Some(tls) = &cfg.tls else {
+        return serve(stream, ctx, cfg).await;
+    };
+    let handshake = futures_rustls::TlsAcceptor::from(tls()).accept(stream);
+    let stream = futures::select! {
+        s = handshake.fuse() => s.map_err(|e| format!("TLS handshake: {e}"))?,
+        () = glommio::timer::sleep(HANDSHAKE).fuse() => return Err("TLS handshake timed out".into()),
+    };
+    serve(stream, ctx, cfg).await
+}
+
+async fn serve<S: AsyncRead + Unpin>(
+    mut stream: S,
+    ctx: &CoreContext,
+    cfg: &TcpConfig,
+) -> Result<(), String> {
     // Writes of one connection overlap (bounded), so the connection is not
     // limited to one fsync round trip per read.
     let inflight = Rc::new(Semaphore::new(MAX_INFLIGHT));

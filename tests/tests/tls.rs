@@ -422,3 +422,91 @@ fn mqtt_speaks_tls_on_its_own_port_and_plain_mqtt_is_off() {
     let got = sub.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "overheat");
 }
+
+/// Sends `lines` over TLS to the raw TCP port with Python's ssl module,
+/// trusting `ca`, presenting `client` (a `.pem`/`.key` pair) if given.
+fn tls_lines(s: &TestServer, pki: &Pki, lines: &str, client: Option<&str>) -> (bool, String) {
+    let script = r#"
+import socket, ssl, sys
+port, lines, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+if len(sys.argv) > 4:
+    ctx.load_cert_chain(sys.argv[4], sys.argv[5])
+with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+    with ctx.wrap_socket(raw, server_hostname="localhost") as t:
+        t.sendall(lines.encode())
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c")
+        .arg(script)
+        .arg(s.lp_tcp.port().to_string())
+        .arg(lines)
+        .arg(pki.path("ca1.pem"));
+    if let Some(c) = client {
+        cmd.arg(pki.path(&format!("{c}.pem")))
+            .arg(pki.path(&format!("{c}.key")));
+    }
+    run(&mut cmd)
+}
+
+/// Polls `sql` over HTTPS (with `auth` curl arguments) until its answer
+/// holds `want`.
+fn wait_https(s: &TestServer, pki: &Pki, auth: &[&str], sql: &str, want: &str) -> String {
+    let ca = pki.path("ca1.pem");
+    let mut args = vec!["--cacert", ca.to_str().unwrap()];
+    args.extend_from_slice(auth);
+    let path = format!("/api/v1/sql?db=default&q={}", sql.replace(' ', "%20"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, out) = curl(s, &args, &path);
+        if out.contains(want) || std::time::Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn raw_tcp_speaks_tls_and_with_authentication_takes_client_certificates() {
+    let pki = Pki::new();
+    let s = TestServer::start_with(&[], Some(&pki.config(false)));
+    let (ok, out) = tls_lines(&s, &pki, "viatls v=1 1\nviatls v=2 2\n", None);
+    assert!(ok, "{out}");
+    let out = wait_https(&s, &pki, &[], "SELECT count(*) FROM viatls", "[[2]]");
+    assert!(out.contains("[[2]]"), "{out}");
+    // Plain text on the TLS port stores nothing.
+    s.tcp_send(b"plain v=1 1\n");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The handshake failed, so nothing can arrive later: one look suffices.
+    let out = wait_https(&s, &pki, &[], "SELECT count(*) FROM plain", "");
+    assert!(!out.contains("[[1]]"), "plain text was stored: {out}");
+    drop(s);
+
+    // With authentication on, raw TCP opens only when client certificates
+    // are required, and then takes only clients that show one.
+    let config = format!("{}[auth]\nenabled = true\n", pki.config(true));
+    let s = TestServer::start_with(
+        &[("SLUICE_INITIAL_ADMIN_PASSWORD", "tls-admin-pw")],
+        Some(&config),
+    );
+    let (ok, out) = tls_lines(&s, &pki, "certified v=1 1\n", Some("client"));
+    assert!(ok, "{out}");
+    let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
+    let admin = [
+        "-u",
+        "admin:tls-admin-pw",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let out = wait_https(&s, &pki, &admin, "SELECT count(*) FROM certified", "[[1]]");
+    assert!(out.contains("[[1]]"), "{out}");
+    let _ = tls_lines(&s, &pki, "uncertified v=1 1\n", None);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = wait_https(&s, &pki, &admin, "SELECT count(*) FROM uncertified", "");
+    assert!(
+        !out.contains("[[1]]"),
+        "a client without a certificate wrote: {out}"
+    );
+}
