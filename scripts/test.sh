@@ -62,6 +62,13 @@ if ! python3 -c 'import psycopg' >/dev/null 2>&1; then
     python3 -m pip install --quiet --break-system-packages 'psycopg[binary]'
 fi
 
+# MQTT over WebSocket is tried with paho-mqtt, which browsers' libraries
+# resemble (mosquitto's clients speak no WebSocket).
+if ! python3 -c 'import paho.mqtt' >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'paho-mqtt==2.2.0' 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages 'paho-mqtt==2.2.0'
+fi
+
 # The bundle the binary embeds must be what ui/src builds to; the console's
 # own unit tests (time bounds, CSV, line-protocol escaping) run under node.
 bash ui/check.sh

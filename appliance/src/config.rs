@@ -60,6 +60,9 @@ Settings (section.key = default):
   mqtt.addr = \"127.0.0.1:1883\"
   mqtt.tls_addr = \"127.0.0.1:8883\"   MQTT over TLS, with [tls]; plain MQTT then stays off
                                        unless mqtt.allow_plaintext = true
+  mqtt.websocket = true                MQTT over WebSocket on mqtt.ws_addr (127.0.0.1:8083),
+                                       and with [tls] over wss on mqtt.wss_addr (127.0.0.1:8084)
+  mqtt.max_connections = 100000        per listener; mqtt.max_subscriptions = 1000 per session
   mqtt.users = {}                      username = clear password, without auth.enabled
   [[mqtt.acl]]                         user, action (publish|subscribe|all), topic, permission
   mqtt.acl_no_match = \"allow\"          when no ACL rule matches: allow or deny
@@ -215,9 +218,19 @@ pub struct MqttSection {
     pub tls_addr: SocketAddr,
     /// With `[tls]`, also serve plain MQTT on `addr`.
     pub allow_plaintext: bool,
-    /// TLS connections at most, and per client address.
+    /// MQTT over WebSocket (browser clients) on `ws_addr`, and with
+    /// `[tls]` over secure WebSocket on `wss_addr`.
+    pub websocket: bool,
+    pub ws_addr: SocketAddr,
+    pub wss_addr: SocketAddr,
+    /// TLS connections (MQTT and secure WebSocket) at most, and per client
+    /// address.
     pub max_tls_connections: usize,
     pub max_tls_connections_per_client: usize,
+    /// Open connections per listener at most (plain MQTT, WebSocket).
+    pub max_connections: usize,
+    /// Subscriptions one session may hold.
+    pub max_subscriptions: usize,
     /// Username → password. Empty: any client may connect.
     pub users: std::collections::BTreeMap<String, String>,
     /// Store line protocol published to `ingest/<db>` in database `<db>`.
@@ -239,8 +252,13 @@ impl Default for MqttSection {
             addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
             tls_addr: SocketAddr::from(([127, 0, 0, 1], 8883)),
             allow_plaintext: false,
+            websocket: true,
+            ws_addr: SocketAddr::from(([127, 0, 0, 1], 8083)),
+            wss_addr: SocketAddr::from(([127, 0, 0, 1], 8084)),
             max_tls_connections: 100_000,
             max_tls_connections_per_client: 10_000,
+            max_connections: 100_000,
+            max_subscriptions: 1_000,
             users: Default::default(),
             ingest_topics: true,
             max_payload_bytes: 1 << 20,

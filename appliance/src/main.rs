@@ -259,20 +259,23 @@ fn serve(cfg: Config) -> Result<(), String> {
         } else {
             None
         };
-        if let (Some(tls), Some(proxied)) = (&tls, broker.as_ref().and_then(|b| b.proxied_addr)) {
-            let l = tokio::net::TcpListener::bind(cfg.mqtt.tls_addr)
-                .await
-                .map_err(|e| format!("cannot listen for MQTT over TLS on {}: {e}", cfg.mqtt.tls_addr))?;
-            tokio::spawn(mqtt_tls::serve(
-                l,
-                tls.clone(),
-                proxied,
-                conn_limits::Limiter::new(
-                    cfg.mqtt.max_tls_connections,
-                    cfg.mqtt.max_tls_connections_per_client,
-                    &mqtt_tls::CONNECTIONS,
-                ),
+        if let (Some(tls), Some(b)) = (&tls, &broker) {
+            // MQTT over TLS and over secure WebSocket share one budget.
+            let limiter = Arc::new(conn_limits::Limiter::new(
+                cfg.mqtt.max_tls_connections,
+                cfg.mqtt.max_tls_connections_per_client,
+                &mqtt_tls::CONNECTIONS,
             ));
+            for (what, addr, behind) in [
+                ("MQTT over TLS", cfg.mqtt.tls_addr, b.proxied_addr),
+                ("MQTT over secure WebSocket", cfg.mqtt.wss_addr, b.ws_proxied_addr),
+            ] {
+                let Some(behind) = behind else { continue };
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))?;
+                tokio::spawn(mqtt_tls::serve(l, tls.clone(), behind, limiter.clone()));
+            }
         }
         let state = Arc::new(http::AppState {
             rel: rel_handle,
@@ -298,6 +301,8 @@ fn serve(cfg: Config) -> Result<(), String> {
             tls = cfg.tls.is_some(),
             mqtt = %broker.as_ref().and_then(|b| b.local_addr).map_or("off".to_string(), |a| a.to_string()),
             mqtt_tls = %if cfg.tls.is_some() && broker.is_some() { cfg.mqtt.tls_addr.to_string() } else { "off".into() },
+            mqtt_ws = %broker.as_ref().and_then(|b| b.ws_addr).map_or("off".to_string(), |a| a.to_string()),
+            mqtt_wss = %if broker.as_ref().is_some_and(|b| b.ws_proxied_addr.is_some()) { cfg.mqtt.wss_addr.to_string() } else { "off".into() },
             kafka = %cfg.kafka.as_ref().map_or("off".to_string(), |k| k.brokers.clone()),
             lp_tcp = %if tcp_open { cfg.lp_tcp.addr.to_string() } else { "off".into() },
             pg = %if cfg.pg.enabled { cfg.pg.addr.to_string() } else { "off".into() },
@@ -341,6 +346,11 @@ fn mqtt_config(
     sluice_ingest::mqtt::MqttConfig {
         addr: cfg.mqtt.addr,
         plain: cfg.tls.is_none() || cfg.mqtt.allow_plaintext,
+        ws_addr: (cfg.mqtt.websocket && (cfg.tls.is_none() || cfg.mqtt.allow_plaintext))
+            .then_some(cfg.mqtt.ws_addr),
+        ws_proxied: cfg.mqtt.websocket && cfg.tls.is_some(),
+        max_connections: cfg.mqtt.max_connections,
+        max_subscriptions: cfg.mqtt.max_subscriptions,
         proxied: cfg.tls.is_some(),
         users: cfg.mqtt.users.clone(),
         access,

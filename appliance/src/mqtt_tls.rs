@@ -1,4 +1,5 @@
-//! MQTT over TLS (8883). TLS is ended here, with the same reloadable
+//! MQTT over TLS (8883) and over secure WebSocket (8084; the WebSocket
+//! handshake itself is the broker's). TLS is ended here, with the same reloadable
 //! certificate as HTTP and the PostgreSQL port (`[tls]`, SIGHUP), and each
 //! connection is handed on to the broker's loopback listener behind a
 //! PROXY protocol header carrying the client's address, so the broker sees
@@ -39,7 +40,12 @@ fn header(client: SocketAddr, local: SocketAddr) -> Option<Vec<u8>> {
         .map(|b| b.to_vec())
 }
 
-pub async fn serve(listener: TcpListener, tls: Arc<Tls>, broker: SocketAddr, limiter: Limiter) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<Tls>,
+    broker: SocketAddr,
+    limiter: Arc<Limiter>,
+) {
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(a) => a,

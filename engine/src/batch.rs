@@ -6,10 +6,9 @@
 //! applied. Front ends build and encode batches on their own threads; the
 //! shard only appends bytes to its log and batches to its buffer.
 
-use std::io::Cursor;
-
 use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
-use arrow::ipc::reader::StreamReader;
+use arrow::buffer::Buffer;
+use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 
 use crate::catalog::TIME_COLUMN;
@@ -62,6 +61,11 @@ impl WriteBatch {
 
     pub fn encoded_len(&self) -> usize {
         self.encoded.len()
+    }
+
+    /// The log entry's bytes.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
     }
 
     pub(crate) fn into_parts(self) -> (Vec<TableBatch>, Vec<u8>) {
@@ -145,14 +149,40 @@ fn decode_inner(data: &[u8]) -> std::result::Result<Vec<TableBatch>, String> {
         let table = r.string()?;
         let len = usize::try_from(r.u64()?).map_err(|e| e.to_string())?;
         let ipc = r.take(len)?;
-        let reader = StreamReader::try_new(Cursor::new(ipc), None).map_err(|e| e.to_string())?;
-        for batch in reader {
+        for batch in decode_ipc(ipc)? {
             out.push(TableBatch {
                 database: database.clone(),
                 table: table.clone(),
-                batch: batch.map_err(|e| e.to_string())?,
+                batch,
             });
         }
     }
     Ok(out)
+}
+
+/// The record batches of one IPC stream. arrow's decoder trusts the
+/// stream's own metadata in places and panics on some malformed schemas
+/// and buffer layouts (apache/arrow-rs#10437); an entry is plain bytes and
+/// decoding it touches nothing else, so such a panic is caught and becomes
+/// this entry's decode error. The incremental decoder is used because it
+/// reserves nothing for a declared body length it has not seen.
+fn decode_ipc(ipc: &[u8]) -> std::result::Result<Vec<RecordBatch>, String> {
+    let run = || {
+        let mut decoder = StreamDecoder::new();
+        let mut buffer = Buffer::from(ipc);
+        let mut batches = Vec::new();
+        while !buffer.is_empty() {
+            let before = buffer.len();
+            match decoder.decode(&mut buffer).map_err(|e| e.to_string())? {
+                Some(b) => batches.push(b),
+                // Past the end-of-stream marker nothing more is read.
+                None if buffer.len() == before => break,
+                None => {}
+            }
+        }
+        decoder.finish().map_err(|e| e.to_string())?;
+        Ok(batches)
+    };
+    std::panic::catch_unwind(run)
+        .unwrap_or_else(|_| Err("the Arrow IPC stream is malformed (decoder panicked)".into()))
 }

@@ -113,6 +113,32 @@ pub fn run(target: Target, time: Duration, seed: u64, crashes: &Path) -> std::io
     Ok(report)
 }
 
+/// A target with its context, for an outside engine (libFuzzer) that
+/// calls it once per input.
+pub struct Harness {
+    target: Target,
+    ctx: targets::Context,
+}
+
+impl Harness {
+    pub fn new(target: Target) -> std::io::Result<Harness> {
+        Ok(Harness {
+            target,
+            ctx: targets::Context::new()?,
+        })
+    }
+
+    /// Feeds one input; panics on a broken promise.
+    pub fn exec(&mut self, data: &[u8]) {
+        self.target.exec(&mut self.ctx, data);
+    }
+
+    /// The valid inputs a run starts from.
+    pub fn seeds(&mut self) -> std::io::Result<Vec<Vec<u8>>> {
+        self.target.seeds(&mut self.ctx)
+    }
+}
+
 /// Runs `target` once on `data`, letting a panic through.
 pub fn replay(target: Target, data: &[u8]) -> std::io::Result<()> {
     let mut ctx = targets::Context::new()?;

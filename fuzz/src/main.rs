@@ -11,7 +11,8 @@ use sluice_fuzz::Target;
 #[derive(Parser)]
 #[command(about = "Mutation fuzzing of Sluice's decoders of network and disk input")]
 struct Args {
-    /// line-protocol, json, topic, chunk, wal, postgres, or all
+    /// line-protocol, json, topic, chunk, wal, postgres, batch, relational,
+    /// raft-message, mqtt, or all
     #[arg(default_value = "all")]
     target: String,
     /// Seconds per target.
@@ -26,10 +27,23 @@ struct Args {
     /// Runs the target once on this file, panic and all, to see why.
     #[arg(long)]
     replay: Option<PathBuf>,
+    /// Writes each target's seeds into DIR/<target>/ (a corpus for
+    /// libFuzzer) and exits.
+    #[arg(long, value_name = "DIR")]
+    write_seeds: Option<PathBuf>,
+    /// Prints the targets' names and exits.
+    #[arg(long)]
+    list: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.list {
+        for t in Target::ALL {
+            println!("{}", t.name());
+        }
+        return ExitCode::SUCCESS;
+    }
     let targets: Vec<Target> = if args.target == "all" {
         Target::ALL.to_vec()
     } else {
@@ -41,6 +55,15 @@ fn main() -> ExitCode {
             }
         }
     };
+    if let Some(dir) = &args.write_seeds {
+        for t in targets {
+            if let Err(e) = write_seeds(t, dir) {
+                eprintln!("sluice-fuzz: {}: {e}", t.name());
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     if let Some(file) = &args.replay {
         let data = match std::fs::read(file) {
             Ok(d) => d,
@@ -96,4 +119,13 @@ fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+fn write_seeds(t: Target, dir: &std::path::Path) -> std::io::Result<()> {
+    let dir = dir.join(t.name());
+    std::fs::create_dir_all(&dir)?;
+    for (i, seed) in sluice_fuzz::Harness::new(t)?.seeds()?.iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i}")), seed)?;
+    }
+    Ok(())
 }

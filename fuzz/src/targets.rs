@@ -26,24 +26,36 @@ pub enum Target {
     Wal,
     /// PostgreSQL frontend messages (pgwire's decoder, as Sluice drives it).
     Postgres,
+    /// Shard log entries: decoded at replay, buffered and flushed.
+    Batch,
+    /// Relational log entries, applied by the store's state machine.
+    Relational,
+    /// raft messages, as a peer would send them.
+    RaftMessage,
+    /// MQTT packets (the broker's v3.1.1 and v5 decoders).
+    Mqtt,
 }
 
 pub struct Context {
     /// Holds the catalog and the input file; removed with the context.
     _dir: tempfile::TempDir,
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
     file: PathBuf,
+    /// Relational entries that set up the schema the others use.
+    relational: (usize, Vec<Vec<u8>>),
 }
 
 impl Context {
     pub fn new() -> std::io::Result<Context> {
         let dir = tempfile::tempdir()?;
-        let catalog = Catalog::open_dir(dir.path()).map_err(std::io::Error::other)?;
+        let catalog = Arc::new(Catalog::open_dir(dir.path()).map_err(std::io::Error::other)?);
         let file = dir.path().join("input");
+        let relational = sluice_relstore::fuzzing::seed_entries().map_err(std::io::Error::other)?;
         Ok(Context {
             _dir: dir,
             catalog,
             file,
+            relational,
         })
     }
 }
@@ -105,13 +117,17 @@ fn write_options() -> WriteOptions {
 }
 
 impl Target {
-    pub const ALL: [Target; 6] = [
+    pub const ALL: [Target; 10] = [
         Target::LineProtocol,
         Target::Json,
         Target::Topic,
         Target::Chunk,
         Target::Wal,
         Target::Postgres,
+        Target::Batch,
+        Target::Relational,
+        Target::RaftMessage,
+        Target::Mqtt,
     ];
 
     pub fn name(self) -> &'static str {
@@ -122,6 +138,10 @@ impl Target {
             Target::Chunk => "chunk",
             Target::Wal => "wal",
             Target::Postgres => "postgres",
+            Target::Batch => "batch",
+            Target::Relational => "relational",
+            Target::RaftMessage => "raft-message",
+            Target::Mqtt => "mqtt",
         }
     }
 
@@ -143,6 +163,10 @@ impl Target {
                 b"Q\0\0\0\x0dSELECT 1\0".to_vec(),
                 b"P\0\0\0\x15\0SELECT $1\0\0\x01\0\0\0\x17B\0\0\0\x0e\0\0\0\0\0\x01\0\0\0\x011\0\0E\0\0\0\x09\0\0\0\0\0S\0\0\0\x04".to_vec(),
             ],
+            Target::Batch => batch_seeds(ctx)?,
+            Target::Relational => ctx.relational.1.clone(),
+            Target::RaftMessage => raft_seeds()?,
+            Target::Mqtt => MQTT.iter().map(|p| p.to_vec()).collect(),
         })
     }
 
@@ -206,6 +230,25 @@ impl Target {
                     }
                 }
             }
+            Target::Batch => batch(ctx, data),
+            Target::Relational => {
+                let (setup, seeds) = &ctx.relational;
+                let mut entries: Vec<&[u8]> = seeds[..*setup].iter().map(|e| &e[..]).collect();
+                // Twice: the second meets the state the first left.
+                entries.extend([data, data]);
+                if let Err(e) = sluice_relstore::fuzzing::apply(&entries) {
+                    panic!("a bad entry broke the store itself: {e}");
+                }
+            }
+            Target::RaftMessage => {
+                use protobuf::Message as _;
+                if let Ok(m) = raft::eraftpb::Message::parse_from_bytes(data) {
+                    // What the transport would do next: size it and pass it on.
+                    let _ = m.compute_size();
+                    let _ = m.write_to_bytes();
+                }
+            }
+            Target::Mqtt => mqtt(data),
             Target::Postgres => {
                 for startup in [true, false] {
                     let mut dc = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
@@ -254,4 +297,95 @@ fn chunk_seed(ctx: &mut Context) -> std::io::Result<Vec<u8>> {
     let (bytes, _) = encode_chunk("fuzz", "c", 0, 86_400_000_000_000, &sorted, 3)
         .map_err(std::io::Error::other)?;
     Ok(bytes)
+}
+
+/// Decodes a shard log entry, buffers what it holds and encodes it as a
+/// flush would: replay must survive every entry the log hands it.
+fn batch(ctx: &mut Context, data: &[u8]) {
+    let Ok(tables) = sluice_engine::batch::decode(1, data) else {
+        return;
+    };
+    let mut buffer = sluice_engine::buffer::Buffer::new(ctx.catalog.clone());
+    for t in tables {
+        buffer.insert(&t.database, &t.table, t.batch.clone());
+        if sluice_engine::batch::time_range(&t.batch).is_none() {
+            continue;
+        }
+        if let Ok(sorted) = sort_dedup(
+            &t.batch.schema(),
+            std::slice::from_ref(&t.batch),
+            DedupPolicy::Override,
+        ) {
+            let _ = encode_chunk(&t.database, &t.table, 0, i64::MAX, &sorted, 3);
+        }
+    }
+}
+
+/// Entries as line protocol ingest writes them.
+fn batch_seeds(ctx: &mut Context) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for body in LINES {
+        let p = lp::prepare(&ctx.catalog, 1, body.as_bytes(), &write_options())
+            .map_err(std::io::Error::other)?;
+        for (_, w) in p.writes {
+            out.push(w.encoded().to_vec());
+        }
+    }
+    Ok(out)
+}
+
+fn raft_seeds() -> std::io::Result<Vec<Vec<u8>>> {
+    use protobuf::Message as _;
+    use raft::eraftpb::{Entry, Message, MessageType};
+    let mut append = Message::default();
+    append.set_msg_type(MessageType::MsgAppend);
+    append.from = 1;
+    append.to = 2;
+    append.term = 3;
+    append.log_term = 3;
+    append.index = 41;
+    append.commit = 40;
+    let e = Entry {
+        index: 42,
+        term: 3,
+        data: b"entry data".to_vec().into(),
+        ..Default::default()
+    };
+    append.entries = vec![e].into();
+    let mut vote = Message::default();
+    vote.set_msg_type(MessageType::MsgRequestPreVote);
+    vote.from = 3;
+    vote.to = 1;
+    vote.term = 4;
+    vote.index = 42;
+    let mut out = Vec::new();
+    for m in [append, vote] {
+        out.push(m.write_to_bytes().map_err(std::io::Error::other)?);
+    }
+    Ok(out)
+}
+
+/// CONNECT, PUBLISH (QoS 1) and SUBSCRIBE in MQTT 3.1.1, and a v5 CONNECT
+/// with properties and a PUBLISH with a topic alias.
+const MQTT: &[&[u8]] = &[
+    b"\x10\x16\x00\x04MQTT\x04\xc2\x00\x3c\x00\x02c1\x00\x02ux\x00\x02pw",
+    b"\x32\x13\x00\x08plant/l1\x00\x07v=1 123",
+    b"\x82\x0a\x00\x01\x00\x05a/+/#\x01",
+    b"\x10\x14\x00\x04MQTT\x05\x02\x00\x3c\x05\x11\x00\x00\x0e\x10\x00\x02c5",
+    b"\x32\x10\x00\x03a/b\x00\x01\x03\x23\x00\x05v=1 1",
+];
+
+/// Feeds `data` to both protocol versions' decoders, packet after packet,
+/// as a connection's reads would.
+fn mqtt(data: &[u8]) {
+    use tokio_util::codec::Decoder;
+    let limit = 1 << 20;
+    let mut version = rmqtt_codec::version::VersionCodec;
+    let _ = version.decode(&mut BytesMut::from(data));
+    let mut v3 = rmqtt_codec::v3::Codec::new(limit);
+    let mut buf = BytesMut::from(data);
+    while let Ok(Some(_)) = v3.decode(&mut buf) {}
+    let mut v5 = rmqtt_codec::v5::Codec::new(limit, limit);
+    let mut buf = BytesMut::from(data);
+    while let Ok(Some(_)) = v5.decode(&mut buf) {}
 }

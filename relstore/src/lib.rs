@@ -11,6 +11,8 @@
 mod command;
 mod ddl;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod locks;
 pub mod schema;

@@ -164,7 +164,10 @@ fn meta(txn: &WriteTransaction, key: &str) -> Result<u64> {
 
 impl State {
     pub fn open(path: &Path) -> Result<State> {
-        let db = Database::create(path)?;
+        State::on(Database::create(path)?)
+    }
+
+    pub(crate) fn on(db: Database) -> Result<State> {
         let txn = db.begin_write()?;
         {
             txn.open_table(META)?;
@@ -382,6 +385,19 @@ impl State {
             let Some(def) = cat.table_by_id(*t) else {
                 return Ok(Err(RelError::UndefinedTable(format!("#{t}"))));
             };
+            // Rows are shaped by the SQL layer from this very definition; a
+            // row of another width comes from a bad entry (or bad data) and
+            // must be refused before an index looks at its columns.
+            for row in [new.as_ref(), olds[i].as_ref()].into_iter().flatten() {
+                if row.len() != def.columns.len() {
+                    return Ok(Err(RelError::Storage(format!(
+                        "a row of {} values for table {} of {} columns",
+                        row.len(),
+                        def.name,
+                        def.columns.len()
+                    ))));
+                }
+            }
             // The stored row's entries go once; an intermediate version of a
             // row written twice never reached the index.
             if seen.insert((*t, pk.as_slice())) {

@@ -53,6 +53,9 @@ pub struct TestServer {
     pub mqtt: SocketAddr,
     /// MQTT over TLS, when the config has `[tls]`.
     pub mqtt_tls: SocketAddr,
+    /// MQTT over WebSocket, and over secure WebSocket with `[tls]`.
+    pub mqtt_ws: SocketAddr,
+    pub mqtt_wss: SocketAddr,
     /// The PostgreSQL wire protocol port.
     pub pg: SocketAddr,
     pub data_dir: PathBuf,
@@ -100,6 +103,8 @@ impl TestServer {
         let lp_tcp = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mqtt_tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mqtt_ws = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mqtt_wss = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let pg = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log_path = data_dir.with_extension("log");
         TestServer {
@@ -108,6 +113,8 @@ impl TestServer {
             lp_tcp,
             mqtt,
             mqtt_tls,
+            mqtt_ws,
+            mqtt_wss,
             pg,
             data_dir,
             config: None,
@@ -151,6 +158,8 @@ impl TestServer {
             .arg("2")
             .env("RUST_LOG", "info")
             .env("SLUICE_MQTT__TLS_ADDR", self.mqtt_tls.to_string())
+            .env("SLUICE_MQTT__WS_ADDR", self.mqtt_ws.to_string())
+            .env("SLUICE_MQTT__WSS_ADDR", self.mqtt_wss.to_string())
             // The disk the tests run on is shared with builds; a test that
             // is about a full disk sets its own reserve.
             .env("SLUICE_STORAGE__MIN_FREE_BYTES", (8u64 << 20).to_string())

@@ -7,6 +7,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use rumqttc::{Client, QoS};
+use sluice_tests::clients::{mqtt_ws_publish, WsTarget};
 use sluice_tests::TestServer;
 
 const TOKEN: &str = "tok-8c1f0e9d";
@@ -165,6 +166,31 @@ fn the_mqtt_broker_asks_for_the_token() {
         "plant",
         "SELECT count(*) FROM meter",
         1,
+        Duration::from_secs(20),
+    );
+
+    // MQTT over WebSocket asks the same.
+    let ws = |login| WsTarget {
+        host: "127.0.0.1",
+        port: s.mqtt_ws.port(),
+        ca: None,
+        login,
+    };
+    let (ok, out) = mqtt_ws_publish(&ws(None), "ingest/plant", "meter kw=4 2");
+    assert!(!ok, "an anonymous WebSocket client got in: {out}");
+    assert!(out.contains("refused"), "{out}");
+    let (ok, out) = mqtt_ws_publish(
+        &ws(Some(("plc-7", "guess"))),
+        "ingest/plant",
+        "meter kw=4 2",
+    );
+    assert!(!ok, "a wrong password got in over WebSocket: {out}");
+    let (ok, out) = mqtt_ws_publish(&ws(Some(("plc-7", TOKEN))), "ingest/plant", "meter kw=5 3");
+    assert!(ok, "{out}");
+    s.wait_scalar(
+        "plant",
+        "SELECT count(*) FROM meter",
+        2,
         Duration::from_secs(20),
     );
 }

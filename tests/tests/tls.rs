@@ -510,3 +510,31 @@ fn raw_tcp_speaks_tls_and_with_authentication_takes_client_certificates() {
         "a client without a certificate wrote: {out}"
     );
 }
+
+#[test]
+fn mqtt_over_secure_websocket_uses_the_certificate_and_plain_websocket_is_off() {
+    use sluice_tests::clients::{mqtt_ws_publish, WsTarget};
+    let pki = Pki::new();
+    let s = TestServer::start_with(&[], Some(&pki.config(false)));
+    let (good, bad) = (pki.path("ca1.pem"), pki.path("ca2.pem"));
+    let wss = |ca| WsTarget {
+        host: "localhost",
+        port: s.mqtt_wss.port(),
+        ca: Some(ca),
+        login: None,
+    };
+    let (ok, out) = mqtt_ws_publish(&wss(&good), "ingest/default", "wss v=3 1");
+    assert!(ok, "{out}");
+    let out = wait_https(&s, &pki, &[], "SELECT count(*) FROM wss", "[[1]]");
+    assert!(out.contains("[[1]]"), "{out}");
+    let (ok, out) = mqtt_ws_publish(&wss(&bad), "ingest/default", "wss v=4 2");
+    assert!(
+        !ok,
+        "a CA that did not sign the certificate was trusted: {out}"
+    );
+    assert!(
+        std::net::TcpStream::connect_timeout(&s.mqtt_ws, std::time::Duration::from_secs(2))
+            .is_err(),
+        "plain WebSocket is open while [tls] is set"
+    );
+}

@@ -39,6 +39,14 @@ pub struct MqttConfig {
     /// Listen on a loopback port for connections handed on, with a PROXY
     /// header, by a TLS terminator (see [`MqttBroker::proxied_addr`]).
     pub proxied: bool,
+    /// Listen here for MQTT over WebSocket (browser clients; any path).
+    pub ws_addr: Option<SocketAddr>,
+    /// A loopback WebSocket listener behind a TLS terminator (wss).
+    pub ws_proxied: bool,
+    /// Open connections per listener at most; more are closed at accept.
+    pub max_connections: usize,
+    /// Subscriptions one session may hold.
+    pub max_subscriptions: usize,
     /// Username → clear-text password (`mqtt.users`, for a broker without
     /// the access directory).
     pub users: BTreeMap<String, String>,
@@ -168,6 +176,9 @@ impl RouteTable {
     }
 }
 
+/// A client must have sent CONNECT this long after its socket opened.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
 /// A running broker. It lives as long as the tokio runtime it was started
 /// on; rmqtt has no stop of its own.
 #[derive(Clone)]
@@ -176,6 +187,10 @@ pub struct MqttBroker {
     pub local_addr: Option<SocketAddr>,
     /// The loopback listener a TLS terminator hands connections to.
     pub proxied_addr: Option<SocketAddr>,
+    /// The WebSocket listener, if there is one.
+    pub ws_addr: Option<SocketAddr>,
+    /// The loopback WebSocket listener behind the wss terminator.
+    pub ws_proxied_addr: Option<SocketAddr>,
     scx: ServerContext,
 }
 
@@ -243,6 +258,11 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
             .session_expiry_interval(Duration::from_secs(2 * 3600))
             .max_session_expiry_interval(Duration::from_secs(7 * 24 * 3600))
             .max_topic_aliases(64)
+            .max_connections(cfg.max_connections)
+            .max_subscriptions(cfg.max_subscriptions)
+            // A client that opens a socket must send CONNECT soon; idle
+            // half-open sockets are how a flood starves the others.
+            .handshake_timeout(HANDSHAKE)
     };
     let mut listeners = Vec::new();
     let mut local_addr = None;
@@ -264,6 +284,25 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
         let addr = l.local_addr().map_err(bind_err)?;
         proxied_addr = Some(addr);
         listeners.push((l.tcp().map_err(bind_err)?, addr.port()));
+    }
+    let mut ws_addr = None;
+    if let Some(at) = cfg.ws_addr {
+        let err = |source| MqttError::Bind { addr: at, source };
+        let l = builder("ws", at).bind().map_err(err)?;
+        let addr = l.local_addr().unwrap_or(at);
+        ws_addr = Some(addr);
+        listeners.push((l.ws().map_err(err)?, addr.port()));
+    }
+    let mut ws_proxied_addr = None;
+    if cfg.ws_proxied {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let l = builder("wss", loopback)
+            .proxy_protocol(true)
+            .bind()
+            .map_err(bind_err)?;
+        let addr = l.local_addr().map_err(bind_err)?;
+        ws_proxied_addr = Some(addr);
+        listeners.push((l.ws().map_err(bind_err)?, addr.port()));
     }
 
     let scx = ServerContext::new().build().await;
@@ -322,10 +361,13 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
             tracing::error!(error = %e, "the MQTT broker stopped");
         }
     });
-    tracing::info!(addr = ?local_addr, proxied = ?proxied_addr, "MQTT broker listening");
+    tracing::info!(addr = ?local_addr, proxied = ?proxied_addr, ws = ?ws_addr,
+        ws_proxied = ?ws_proxied_addr, "MQTT broker listening");
     Ok(MqttBroker {
         local_addr,
         proxied_addr,
+        ws_addr,
+        ws_proxied_addr,
         scx,
     })
 }
