@@ -14,6 +14,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 # The TLS tests make their certificates with the openssl command line.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# The Kafka TLS test puts stunnel in front of the broker.
+command -v stunnel4 >/dev/null 2>&1 || need_apt+=(stunnel4)
 # The console's browser tests drive Debian's chromium through chromedriver.
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium chromium-driver fonts-liberation)
 # The console's committed bundle is checked against its sources with npm.

@@ -72,6 +72,10 @@ Settings (section.key = default):
   kafka.brokers                        no [kafka] section: no consumer
   kafka.group_id = \"sluice\"
   kafka.properties = {}                librdkafka settings, passed as they are
+                                       (security.protocol = ssl | sasl_ssl | sasl_plaintext,
+                                       sasl.mechanisms = PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512,
+                                       sasl.username, ssl.ca.location, ssl.certificate.location, …)
+  kafka.sasl_password_file             sasl.password read from this file
   [[kafka.routes]]                     topic, database, format, table, time, tags
   log.level = \"info\"                   tracing filter; RUST_LOG overrides
 `sluice config` prints the effective settings."
@@ -174,6 +178,26 @@ impl Default for AuthSection {
 }
 
 impl Config {
+    /// The settings with every secret replaced, for `sluice config`.
+    pub fn redacted(&self) -> Config {
+        let hidden = || "<redacted>".to_string();
+        let mut c = self.clone();
+        if c.http.auth_token.is_some() {
+            c.http.auth_token = Some(hidden());
+        }
+        for v in c.mqtt.users.values_mut() {
+            *v = hidden();
+        }
+        if let Some(k) = &mut c.kafka {
+            for (key, v) in k.properties.iter_mut() {
+                if sluice_ingest::kafka::is_secret(key) {
+                    *v = hidden();
+                }
+            }
+        }
+        c
+    }
+
     /// Whether callers must prove who they are.
     pub fn auth_on(&self) -> bool {
         self.auth.enabled || self.http.auth_token.is_some()
@@ -186,8 +210,12 @@ impl Config {
 pub struct KafkaSection {
     pub brokers: String,
     pub group_id: String,
-    /// librdkafka properties, e.g. `"session.timeout.ms" = "6000"`.
+    /// librdkafka properties, e.g. `"session.timeout.ms" = "6000"`, or
+    /// `"security.protocol" = "sasl_ssl"` with `"sasl.mechanisms"`.
     pub properties: std::collections::BTreeMap<String, String>,
+    /// A file holding `sasl.password`, so the password need not sit in the
+    /// config file.
+    pub sasl_password_file: Option<PathBuf>,
     /// Each with a `topic`.
     pub routes: Vec<sluice_ingest::route::Route>,
     /// Most messages per batch (one shard write, one offset commit).
@@ -202,6 +230,7 @@ impl Default for KafkaSection {
             brokers: "127.0.0.1:9092".into(),
             group_id: "sluice".into(),
             properties: Default::default(),
+            sasl_password_file: None,
             routes: Vec::new(),
             max_batch_messages: 10_000,
             max_batch_bytes: 16 << 20,

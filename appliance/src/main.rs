@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         }
     };
     if print_only {
-        match toml::to_string_pretty(&cfg) {
+        match toml::to_string_pretty(&cfg.redacted()) {
             Ok(s) => print!("{s}"),
             Err(e) => eprintln!("sluice: {e}"),
         }
@@ -178,7 +178,7 @@ fn serve(cfg: Config) -> Result<(), String> {
     // bad route or property fails startup.
     let mut kafka = match &cfg.kafka {
         Some(k) => Some(
-            sluice_ingest::kafka::start(kafka_config(k), engine.handle())
+            sluice_ingest::kafka::start(kafka_config(k)?, engine.handle())
                 .map_err(|e| e.to_string())?,
         ),
         None => None,
@@ -362,15 +362,28 @@ fn mqtt_config(
     }
 }
 
-fn kafka_config(k: &config::KafkaSection) -> sluice_ingest::kafka::KafkaConfig {
-    sluice_ingest::kafka::KafkaConfig {
+fn kafka_config(k: &config::KafkaSection) -> Result<sluice_ingest::kafka::KafkaConfig, String> {
+    let mut properties = k.properties.clone();
+    if let Some(path) = &k.sasl_password_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("kafka.sasl_password_file {}: {e}", path.display()))?;
+        let password = text.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            return Err(format!(
+                "kafka.sasl_password_file {} is empty",
+                path.display()
+            ));
+        }
+        properties.insert("sasl.password".into(), password.to_string());
+    }
+    Ok(sluice_ingest::kafka::KafkaConfig {
         brokers: k.brokers.clone(),
         group_id: k.group_id.clone(),
-        properties: k.properties.clone(),
+        properties,
         routes: k.routes.clone(),
         max_batch_messages: k.max_batch_messages,
         max_batch_bytes: k.max_batch_bytes,
-    }
+    })
 }
 
 async fn shutdown_signal() {

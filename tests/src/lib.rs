@@ -3,6 +3,7 @@
 //! clients do (HTTP and TCP).
 
 pub mod clients;
+pub mod pki;
 pub mod webdriver;
 
 use std::io::Write;

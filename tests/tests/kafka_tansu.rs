@@ -2,6 +2,7 @@
 //! loopback with in-memory storage (`scripts/test.sh` installs it and sets
 //! `TANSU_BIN`). An rdkafka producer preloads topics; the real `sluice`
 //! binary consumes them, is killed with SIGKILL mid-stream, and restarts.
+//! Behind stunnel, the same broker is reached over TLS.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
+use sluice_tests::pki::Pki;
 use sluice_tests::{free_port, TestServer};
 
 const T0_MS: i64 = 1_700_000_000_000;
@@ -39,6 +41,12 @@ struct Tansu {
 
 impl Tansu {
     fn start() -> Tansu {
+        Self::start_advertising(None)
+    }
+
+    /// A broker that tells clients to reach it at `advertised` (a TLS
+    /// terminator in front of it) instead of where it listens.
+    fn start_advertising(advertised: Option<&str>) -> Tansu {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let log = tempfile::NamedTempFile::new().expect("log file");
@@ -48,7 +56,7 @@ impl Tansu {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                advertised.unwrap_or(&url),
             ])
             .args([
                 "--storage-engine",
@@ -105,11 +113,104 @@ impl Drop for Tansu {
 }
 
 fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "10")
-        .create()
-        .expect("producer")
+    producer_with(bootstrap, &[])
+}
+
+fn producer_with(
+    bootstrap: &str,
+    extra: &[(&str, &str)],
+) -> ThreadedProducer<DefaultProducerContext> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap).set("linger.ms", "10");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create().expect("producer")
+}
+
+/// stunnel ending TLS on `accept` with the test PKI's server certificate
+/// and handing the bytes to `connect`.
+struct Stunnel {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Stunnel {
+    fn start(pki: &Pki, accept: u16, connect: &str) -> Stunnel {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("stunnel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "foreground = yes\npid =\n[kafka]\naccept = 127.0.0.1:{accept}\nconnect = {connect}\n\
+                 cert = {}\nkey = {}\n",
+                pki.path("server.pem").display(),
+                pki.path("server.key").display()
+            ),
+        )
+        .expect("stunnel.conf");
+        let child = Command::new("stunnel4")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("stunnel4 (apt-get install stunnel4)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", accept)).is_err() {
+            assert!(Instant::now() < deadline, "stunnel did not start");
+            thread::sleep(Duration::from_millis(50));
+        }
+        Stunnel { child, _dir: dir }
+    }
+}
+
+impl Drop for Stunnel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn consumes_from_a_broker_behind_tls() {
+    let pki = Pki::new();
+    let tls_port = free_port();
+    let tls_addr = format!("127.0.0.1:{tls_port}");
+    let broker = Tansu::start_advertising(Some(&format!("tcp://{tls_addr}")));
+    broker.create_topic("secure", 2);
+    let _tls = Stunnel::start(&pki, tls_port, broker.bootstrap());
+    let ca = pki.path("ca1.pem");
+    let ca = ca.to_str().unwrap();
+    let tls = [("security.protocol", "ssl"), ("ssl.ca.location", ca)];
+    let p = producer_with(&tls_addr, &tls);
+    for i in 0..500i64 {
+        send(
+            &p,
+            "secure",
+            (i % 2) as i32,
+            T0_MS + i,
+            &format!("vault,door=d{} open={i}i", i % 3),
+        );
+    }
+    p.flush(Duration::from_secs(60)).expect("flush over TLS");
+
+    let cfg = format!(
+        r#"
+[kafka]
+brokers = "{tls_addr}"
+group_id = "tls"
+properties = {{ "security.protocol" = "ssl", "ssl.ca.location" = "{ca}", "session.timeout.ms" = "6000" }}
+
+[[kafka.routes]]
+topic = "secure"
+database = "bank"
+"#
+    );
+    let s = TestServer::start_with(&[], Some(&cfg));
+    wait_until("the TLS consumer stores every message", &s, || {
+        s.scalar("bank", "SELECT count(*) FROM vault").unwrap_or(0) == 500
+    });
 }
 
 fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, part: i32, ts: i64, body: &str) {

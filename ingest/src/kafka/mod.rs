@@ -32,7 +32,7 @@ use sluice_engine::EngineHandle;
 use crate::route::Route;
 pub use status::{KafkaStatus, PartitionStatus};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port…]`.
     pub brokers: String,
@@ -47,6 +47,29 @@ pub struct KafkaConfig {
     pub max_batch_bytes: usize,
 }
 
+/// Whether a librdkafka property holds a secret (never shown or logged).
+pub fn is_secret(key: &str) -> bool {
+    key.contains("password") || key.contains("secret") || key == "ssl.key.pem"
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret(k) { "<redacted>" } else { v }))
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("properties", &properties)
+            .field("routes", &self.routes)
+            .field("max_batch_messages", &self.max_batch_messages)
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .finish()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     #[error("Kafka route {index} ({topic:?}): {reason}")]
@@ -58,6 +81,7 @@ pub enum KafkaError {
     #[error("Kafka: no routes are configured; add [[kafka.routes]] with a `topic`")]
     NoRoutes,
     #[error("Kafka property {key} = {value:?} is not allowed: {reason}")]
+    // The value shown is never a secret: only fixed properties are refused.
     Property {
         key: String,
         value: String,
@@ -180,6 +204,15 @@ impl KafkaConfig {
         for (k, v, _) in FIXED {
             c.set(k, v);
         }
+        // librdkafka's bundled OpenSSL looks for CAs under its own build
+        // prefix, which no system has; without a CA of the operator's
+        // choosing, trust the system's store.
+        let tls = c
+            .get("security.protocol")
+            .is_some_and(|p| p.eq_ignore_ascii_case("ssl") || p.eq_ignore_ascii_case("sasl_ssl"));
+        if tls && c.get("ssl.ca.location").is_none() && c.get("ssl.ca.pem").is_none() {
+            c.set("ssl.ca.location", "probe");
+        }
         Ok(c)
     }
 }
@@ -239,4 +272,60 @@ pub fn start(cfg: KafkaConfig, engine: EngineHandle) -> Result<KafkaConsumer, Ka
         thread: Some(thread),
         status,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::consumer::BaseConsumer;
+
+    use super::*;
+
+    fn config(properties: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            group_id: "g".into(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            routes: Vec::new(),
+            max_batch_messages: 1,
+            max_batch_bytes: 1,
+        }
+    }
+
+    /// librdkafka refuses, when the client is made, a protocol or a SASL
+    /// mechanism it was built without; these must all be in.
+    #[test]
+    fn tls_and_every_sasl_mechanism_are_built_in() {
+        for (protocol, mechanism) in [
+            ("ssl", None),
+            ("sasl_plaintext", Some("PLAIN")),
+            ("sasl_ssl", Some("SCRAM-SHA-256")),
+            ("sasl_ssl", Some("SCRAM-SHA-512")),
+        ] {
+            let mut p = vec![("security.protocol", protocol)];
+            if let Some(m) = mechanism {
+                p.extend([
+                    ("sasl.mechanisms", m),
+                    ("sasl.username", "ingest"),
+                    ("sasl.password", "s3cret"),
+                ]);
+            }
+            let c = config(&p).client_config().unwrap_or_else(|e| panic!("{e}"));
+            if protocol.ends_with("ssl") {
+                assert_eq!(c.get("ssl.ca.location"), Some("probe"));
+            }
+            let made: Result<BaseConsumer, _> = c.create();
+            assert!(made.is_ok(), "{protocol} {mechanism:?}: {:?}", made.err());
+        }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let c = config(&[("sasl.password", "s3cret"), ("sasl.username", "ingest")]);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("ingest"), "{shown}");
+    }
 }
