@@ -62,7 +62,8 @@ Settings (section.key = default):
                                        unless mqtt.allow_plaintext = true
   mqtt.websocket = true                MQTT over WebSocket on mqtt.ws_addr (127.0.0.1:8083),
                                        and with [tls] over wss on mqtt.wss_addr (127.0.0.1:8084)
-  mqtt.max_connections = 100000        per listener; mqtt.max_subscriptions = 1000 per session
+  mqtt.max_subscriptions = 1000        per session
+  mqtt.connect_timeout_secs = 10       from opening a socket to CONNECT
   mqtt.users = {}                      username = clear password, without auth.enabled
   [[mqtt.acl]]                         user, action (publish|subscribe|all), topic, permission
   mqtt.acl_no_match = \"allow\"          when no ACL rule matches: allow or deny
@@ -256,10 +257,10 @@ pub struct MqttSection {
     /// address.
     pub max_tls_connections: usize,
     pub max_tls_connections_per_client: usize,
-    /// Open connections per listener at most (plain MQTT, WebSocket).
-    pub max_connections: usize,
     /// Subscriptions one session may hold.
     pub max_subscriptions: usize,
+    /// Seconds a client has from opening its socket to sending CONNECT.
+    pub connect_timeout_secs: u64,
     /// Username → password. Empty: any client may connect.
     pub users: std::collections::BTreeMap<String, String>,
     /// Store line protocol published to `ingest/<db>` in database `<db>`.
@@ -286,8 +287,8 @@ impl Default for MqttSection {
             wss_addr: SocketAddr::from(([127, 0, 0, 1], 8084)),
             max_tls_connections: 100_000,
             max_tls_connections_per_client: 10_000,
-            max_connections: 100_000,
             max_subscriptions: 1_000,
+            connect_timeout_secs: 10,
             users: Default::default(),
             ingest_topics: true,
             max_payload_bytes: 1 << 20,

@@ -349,8 +349,8 @@ fn mqtt_config(
         ws_addr: (cfg.mqtt.websocket && (cfg.tls.is_none() || cfg.mqtt.allow_plaintext))
             .then_some(cfg.mqtt.ws_addr),
         ws_proxied: cfg.mqtt.websocket && cfg.tls.is_some(),
-        max_connections: cfg.mqtt.max_connections,
         max_subscriptions: cfg.mqtt.max_subscriptions,
+        connect_timeout: std::time::Duration::from_secs(cfg.mqtt.connect_timeout_secs.max(1)),
         proxied: cfg.tls.is_some(),
         users: cfg.mqtt.users.clone(),
         access,

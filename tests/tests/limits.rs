@@ -1,6 +1,7 @@
 //! Floods and slow clients do not starve the others: HTTP and PostgreSQL
 //! connections are capped per client address, and a client that does not finish its
-//! request headers in time is disconnected (slowloris).
+//! request headers in time is disconnected (slowloris), as is an MQTT
+//! socket that sends no CONNECT.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -195,4 +196,37 @@ fn request_bodies_held_at_once_have_a_budget() {
     assert!(r.text().unwrap().contains("max_inflight_body_bytes"));
     drop(stalled);
     assert_eq!(s.write("plant", "m v=2 2").status(), 204);
+}
+
+#[test]
+fn mqtt_sockets_that_never_send_connect_are_cut_off() {
+    let s = TestServer::start_with_env(&[("SLUICE_MQTT__CONNECT_TIMEOUT_SECS", "1")]);
+    let mut idle: Vec<TcpStream> = (0..50)
+        .map(|_| TcpStream::connect(s.mqtt).unwrap())
+        .chain((0..10).map(|_| TcpStream::connect(s.mqtt_ws).unwrap()))
+        .collect();
+    // A real client connects and publishes meanwhile.
+    let (client, mut conn, answer) = sluice_tests::clients::mqtt_connect(&s, "meter", None, None);
+    answer.expect("CONNECT while idle sockets wait");
+    std::thread::spawn(move || for _ in conn.iter() {});
+    client
+        .publish(
+            "ingest/default",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            "beside v=1 1",
+        )
+        .unwrap();
+    s.wait_scalar(
+        "default",
+        "SELECT count(*) FROM beside",
+        1,
+        Duration::from_secs(20),
+    );
+    for c in &mut idle {
+        assert!(
+            closed_within(c, Duration::from_secs(10)),
+            "a socket that sent no CONNECT was kept"
+        );
+    }
 }

@@ -43,10 +43,11 @@ pub struct MqttConfig {
     pub ws_addr: Option<SocketAddr>,
     /// A loopback WebSocket listener behind a TLS terminator (wss).
     pub ws_proxied: bool,
-    /// Open connections per listener at most; more are closed at accept.
-    pub max_connections: usize,
     /// Subscriptions one session may hold.
     pub max_subscriptions: usize,
+    /// A client must have sent CONNECT this long after its socket opened;
+    /// idle half-open sockets are how a flood starves the others.
+    pub connect_timeout: Duration,
     /// Username → clear-text password (`mqtt.users`, for a broker without
     /// the access directory).
     pub users: BTreeMap<String, String>,
@@ -176,8 +177,8 @@ impl RouteTable {
     }
 }
 
-/// A client must have sent CONNECT this long after its socket opened.
-const HANDSHAKE: Duration = Duration::from_secs(10);
+/// Connections waiting for their CONNECT to be handled, at most.
+const PENDING_HANDSHAKES: usize = 10_000;
 
 /// A running broker. It lives as long as the tokio runtime it was started
 /// on; rmqtt has no stop of its own.
@@ -258,11 +259,11 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
             .session_expiry_interval(Duration::from_secs(2 * 3600))
             .max_session_expiry_interval(Duration::from_secs(7 * 24 * 3600))
             .max_topic_aliases(64)
-            .max_connections(cfg.max_connections)
+            // rmqtt's "max_connections" bounds the connections waiting for
+            // a handshake worker, not those open.
+            .max_connections(PENDING_HANDSHAKES)
             .max_subscriptions(cfg.max_subscriptions)
-            // A client that opens a socket must send CONNECT soon; idle
-            // half-open sockets are how a flood starves the others.
-            .handshake_timeout(HANDSHAKE)
+            .handshake_timeout(cfg.connect_timeout)
     };
     let mut listeners = Vec::new();
     let mut local_addr = None;

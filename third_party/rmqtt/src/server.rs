@@ -217,6 +217,19 @@ impl MqttServer {
     }
 }
 
+/// Reads the protocol version of a new connection, giving up after the
+/// listener's handshake timeout: without it a socket that never sends a
+/// byte was held open for good, however short the CONNECT timeout after it.
+async fn probe<Io>(
+    limit: Duration,
+    version: impl std::future::Future<Output = Result<MqttStream<Io>>>,
+) -> Result<MqttStream<Io>> {
+    match tokio::time::timeout(limit, version).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!("no CONNECT within {limit:?}")),
+    }
+}
+
 /// Handles incoming TCP connections
 /// # Arguments
 /// * `scx` - Server context
@@ -239,7 +252,7 @@ async fn listen_tcp(scx: ServerContext, l: &Listener, lid: ListenerId) {
                         }
                     };
 
-                    match stream.mqtt().await {
+                    match probe(stream.cfg.handshake_timeout, stream.mqtt()).await {
                         Ok(MqttStream::V3(s)) => {
                             if let Err(e) = v3::process(scx.clone(), s, lid).await {
                                 log::info!("MQTTv3 processing error: {e}, from: {remote_addr}");
@@ -287,7 +300,7 @@ async fn listen_tls(scx: ServerContext, l: &Listener, lid: ListenerId) {
                         }
                     };
 
-                    match stream.mqtt().await {
+                    match probe(stream.cfg.handshake_timeout, stream.mqtt()).await {
                         Ok(MqttStream::V3(s)) => {
                             if let Err(e) = v3::process(scx.clone(), s, lid).await {
                                 log::info!("MQTTv3/TLS processing error: {e}, from: {remote_addr}");
@@ -335,7 +348,7 @@ async fn listen_ws(scx: ServerContext, l: &Listener, lid: ListenerId) {
                         }
                     };
 
-                    match stream.mqtt().await {
+                    match probe(stream.cfg.handshake_timeout, stream.mqtt()).await {
                         Ok(MqttStream::V3(s)) => {
                             if let Err(e) = v3::process(scx.clone(), s, lid).await {
                                 log::info!("MQTTv3/WS processing error: {e}, from: {remote_addr}");
@@ -383,7 +396,7 @@ async fn listen_wss(scx: ServerContext, l: &Listener, lid: ListenerId) {
                         }
                     };
 
-                    match stream.mqtt().await {
+                    match probe(stream.cfg.handshake_timeout, stream.mqtt()).await {
                         Ok(MqttStream::V3(s)) => {
                             if let Err(e) = v3::process(scx.clone(), s, lid).await {
                                 log::info!("MQTTv3/WSS processing error: {e}, from: {remote_addr}");
@@ -431,7 +444,7 @@ async fn listen_quic(scx: ServerContext, l: &Listener, lid: ListenerId) {
                         }
                     };
 
-                    match stream.mqtt().await {
+                    match probe(stream.cfg.handshake_timeout, stream.mqtt()).await {
                         Ok(MqttStream::V3(s)) => {
                             if let Err(e) = v3::process(scx.clone(), s, lid).await {
                                 log::info!("MQTTv3/QUIC processing error: {e}, from: {remote_addr}");
