@@ -62,6 +62,9 @@ Settings (section.key = default):
                                        unless mqtt.allow_plaintext = true
   mqtt.websocket = true                MQTT over WebSocket on mqtt.ws_addr (127.0.0.1:8083),
                                        and with [tls] over wss on mqtt.wss_addr (127.0.0.1:8084)
+  mqtt.max_connections = 100000        MQTT connections at most, every transport
+  mqtt.max_connections_per_client = 10000  per client address
+  mqtt.max_sessions = 100000           sessions, kept ones of absent clients included
   mqtt.max_subscriptions = 1000        per session
   mqtt.connect_timeout_secs = 10       from opening a socket to CONNECT
   mqtt.users = {}                      username = clear password, without auth.enabled
@@ -257,6 +260,12 @@ pub struct MqttSection {
     /// address.
     pub max_tls_connections: usize,
     pub max_tls_connections_per_client: usize,
+    /// MQTT connections at most (every transport), and per client address.
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// Sessions at most, those of clients that are away included; a new
+    /// client past it is refused (Server unavailable).
+    pub max_sessions: usize,
     /// Subscriptions one session may hold.
     pub max_subscriptions: usize,
     /// Seconds a client has from opening its socket to sending CONNECT.
@@ -287,6 +296,9 @@ impl Default for MqttSection {
             wss_addr: SocketAddr::from(([127, 0, 0, 1], 8084)),
             max_tls_connections: 100_000,
             max_tls_connections_per_client: 10_000,
+            max_connections: 100_000,
+            max_connections_per_client: 10_000,
+            max_sessions: 100_000,
             max_subscriptions: 1_000,
             connect_timeout_secs: 10,
             users: Default::default(),

@@ -350,6 +350,12 @@ fn mqtt_config(
             .then_some(cfg.mqtt.ws_addr),
         ws_proxied: cfg.mqtt.websocket && cfg.tls.is_some(),
         max_subscriptions: cfg.mqtt.max_subscriptions,
+        max_sessions: cfg.mqtt.max_sessions,
+        admission: Some(mqtt_tls::admission(Arc::new(conn_limits::Limiter::new(
+            cfg.mqtt.max_connections,
+            cfg.mqtt.max_connections_per_client,
+            &mqtt_tls::BROKER_CONNECTIONS,
+        )))),
         connect_timeout: std::time::Duration::from_secs(cfg.mqtt.connect_timeout_secs.max(1)),
         proxied: cfg.tls.is_some(),
         users: cfg.mqtt.users.clone(),

@@ -230,3 +230,50 @@ fn mqtt_sockets_that_never_send_connect_are_cut_off() {
         );
     }
 }
+
+#[test]
+fn one_client_address_cannot_take_every_mqtt_connection() {
+    use sluice_tests::clients::{mqtt_connect, mqtt_ws_publish, WsTarget};
+    let s = TestServer::start_with_env(&[("SLUICE_MQTT__MAX_CONNECTIONS_PER_CLIENT", "3")]);
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let (client, conn, answer) = mqtt_connect(&s, &format!("dev-{i}"), None, None);
+        answer.expect("a connection within the limit");
+        held.push((client, conn));
+    }
+    // Past the limit, over TCP and over WebSocket alike.
+    let (_c, _conn, answer) = mqtt_connect(&s, "dev-3", None, None);
+    assert!(
+        answer.is_err(),
+        "a fourth connection from one address got in"
+    );
+    let ws = WsTarget {
+        host: "127.0.0.1",
+        port: s.mqtt_ws.port(),
+        ca: None,
+        login: None,
+    };
+    let (ok, out) = mqtt_ws_publish(&ws, "ingest/default", "over v=1 1");
+    assert!(!ok, "a WebSocket connection past the limit got in: {out}");
+    assert!(s.metric("sluice_mqtt_connections_refused_total") >= 2.0);
+    // A connection that ends gives its slot back.
+    let (client, mut conn) = held.pop().unwrap();
+    client.disconnect().unwrap();
+    for event in conn.iter() {
+        if event.is_err() {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_c, _conn, answer) = mqtt_connect(&s, "dev-4", None, None);
+        if answer.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed slot was not given back: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -32,6 +32,8 @@ pub struct Status {
     pub pg: HttpConnections,
     /// MQTT connections over TLS (counted where TLS ends).
     pub mqtt_tls: HttpConnections,
+    /// Every MQTT connection the broker holds, whatever its transport.
+    pub mqtt_connections: HttpConnections,
 }
 
 impl HttpConnections {
@@ -245,6 +247,7 @@ pub async fn collect(st: &AppState) -> Result<Status, crate::error::ApiError> {
         http: HttpConnections::of(&crate::http::server::CONNECTIONS),
         pg: HttpConnections::of(&crate::pg::CONNECTIONS),
         mqtt_tls: HttpConnections::of(&crate::mqtt_tls::CONNECTIONS),
+        mqtt_connections: HttpConnections::of(&crate::mqtt_tls::BROKER_CONNECTIONS),
     })
 }
 

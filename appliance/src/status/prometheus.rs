@@ -161,6 +161,12 @@ pub fn render(s: &Status) -> String {
         s.pg.refused as f64,
     );
     o.single(
+        "sluice_mqtt_connections_refused_total",
+        "MQTT connections closed at once because a connection limit was reached.",
+        "counter",
+        s.mqtt_connections.refused as f64,
+    );
+    o.single(
         "sluice_mqtt_tls_connections",
         "MQTT connections over TLS open.",
         "gauge",

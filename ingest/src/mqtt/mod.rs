@@ -45,6 +45,11 @@ pub struct MqttConfig {
     pub ws_proxied: bool,
     /// Subscriptions one session may hold.
     pub max_subscriptions: usize,
+    /// Sessions at most (0: no limit).
+    pub max_sessions: usize,
+    /// Asked for every connection the broker accepts, with the client's
+    /// address: a connection limit.
+    pub admission: Option<Admission>,
     /// A client must have sent CONNECT this long after its socket opened;
     /// idle half-open sockets are how a flood starves the others.
     pub connect_timeout: Duration,
@@ -180,6 +185,18 @@ impl RouteTable {
 /// Connections waiting for their CONNECT to be handled, at most.
 const PENDING_HANDSHAKES: usize = 10_000;
 
+/// Asked for every connection the broker accepts, with the client's
+/// address (after any PROXY header): `None` closes it, a guard lets it in
+/// for as long as it is held.
+#[derive(Clone)]
+pub struct Admission(pub rmqtt::context::Admission);
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admission")
+    }
+}
+
 /// A running broker. It lives as long as the tokio runtime it was started
 /// on; rmqtt has no stop of its own.
 #[derive(Clone)]
@@ -306,7 +323,12 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
         listeners.push((l.ws().map_err(bind_err)?, addr.port()));
     }
 
-    let scx = ServerContext::new().build().await;
+    let mut scx = ServerContext::new()
+        .mqtt_max_sessions(isize::try_from(cfg.max_sessions).unwrap_or(isize::MAX));
+    if let Some(a) = cfg.admission.clone() {
+        scx = scx.admission(a.0);
+    }
+    let scx = scx.build().await;
     let retained = hooks::Retained::default();
     scx.extends.set_retain(Box::new(retained.clone()));
     tokio::spawn(async move {

@@ -78,6 +78,12 @@ use crate::shared::DefaultShared;
 use crate::stats::Stats;
 use crate::types::{DashMap, HashMap, ListenerConfig, ListenerId, NodeId};
 use crate::utils::Counter;
+/// Called with a new connection's client address (after any PROXY header):
+/// `None` closes the connection at once; `Some(guard)` lets it in, and the
+/// guard is dropped when the connection ends (a slot given back).
+pub type Admission =
+    std::sync::Arc<dyn Fn(std::net::SocketAddr) -> Option<Box<dyn std::any::Any + Send>> + Send + Sync>;
+
 /// Builder for constructing ServerContext with configurable parameters
 /// # Example
 /// ```
@@ -104,6 +110,9 @@ pub struct ServerContextBuilder {
 
     /// Maximum concurrent MQTT sessions (0 = unlimited)
     pub mqtt_max_sessions: isize,
+
+    /// Asked for every accepted connection (see [`Admission`]).
+    pub admission: Option<Admission>,
 
     /// plugins config, path or configMap<plugin_name, toml_string>
     #[cfg(feature = "plugin")]
@@ -132,6 +141,7 @@ impl ServerContextBuilder {
             busy_check_enable: true,
             busy_handshaking_limit: 0,
             mqtt_max_sessions: 0,
+            admission: None,
             #[cfg(feature = "plugin")]
             plugins_config: PluginManagerConfig::default(),
             circuit_breaker_config: CircuitBreakerConfig::default(),
@@ -183,6 +193,12 @@ impl ServerContextBuilder {
     /// Sets maximum allowed MQTT sessions
     pub fn mqtt_max_sessions(mut self, mqtt_max_sessions: isize) -> Self {
         self.mqtt_max_sessions = mqtt_max_sessions;
+        self
+    }
+
+    /// Decides, for each accepted connection, whether it may stay.
+    pub fn admission(mut self, admission: Admission) -> Self {
+        self.admission = Some(admission);
         self
     }
 
@@ -246,6 +262,7 @@ impl ServerContextBuilder {
 
                 busy_check_enable: self.busy_check_enable,
                 mqtt_max_sessions: self.mqtt_max_sessions,
+                admission: self.admission,
 
                 handshakings: Counter::new(),
                 connections: Counter::new(),
@@ -297,6 +314,8 @@ pub struct ServerContextInner {
     pub busy_check_enable: bool,
     /// Maximum allowed MQTT sessions
     pub mqtt_max_sessions: isize,
+    /// Asked for every accepted connection.
+    pub admission: Option<Admission>,
 
     /// Active handshake counter
     pub handshakings: Counter,

@@ -217,6 +217,15 @@ impl MqttServer {
     }
 }
 
+/// What the context's admission says of a new connection: a guard to hold
+/// while it lasts, or None to close it.
+fn admit(scx: &ServerContext, remote: std::net::SocketAddr) -> Option<Option<Box<dyn std::any::Any + Send>>> {
+    match &scx.admission {
+        None => Some(None),
+        Some(decide) => decide(remote).map(Some),
+    }
+}
+
 /// Reads the protocol version of a new connection, giving up after the
 /// listener's handshake timeout: without it a socket that never sends a
 /// byte was held open for good, however short the CONNECT timeout after it.
@@ -238,8 +247,12 @@ async fn listen_tcp(scx: ServerContext, l: &Listener, lid: ListenerId) {
     loop {
         match l.accept().await {
             Ok(accept) => {
+                let Some(slot) = admit(&scx, accept.remote_addr) else {
+                    continue;
+                };
                 let scx = scx.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     // Extract before `accept.tcp()` consumes the acceptor.
                     let remote_addr = accept.remote_addr;
                     log::debug!("TCP connection from {remote_addr}");
@@ -286,8 +299,12 @@ async fn listen_tls(scx: ServerContext, l: &Listener, lid: ListenerId) {
     loop {
         match l.accept().await {
             Ok(accept) => {
+                let Some(slot) = admit(&scx, accept.remote_addr) else {
+                    continue;
+                };
                 let scx = scx.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     // Extract before `accept.tls()` consumes the acceptor.
                     let remote_addr = accept.remote_addr;
                     log::debug!("TLS connection from {remote_addr}");
@@ -334,8 +351,12 @@ async fn listen_ws(scx: ServerContext, l: &Listener, lid: ListenerId) {
     loop {
         match l.accept().await {
             Ok(accept) => {
+                let Some(slot) = admit(&scx, accept.remote_addr) else {
+                    continue;
+                };
                 let scx = scx.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     // Extract before `accept.ws()` consumes the acceptor.
                     let remote_addr = accept.remote_addr;
                     log::debug!("WebSocket connection from {remote_addr}");
@@ -382,8 +403,12 @@ async fn listen_wss(scx: ServerContext, l: &Listener, lid: ListenerId) {
     loop {
         match l.accept().await {
             Ok(accept) => {
+                let Some(slot) = admit(&scx, accept.remote_addr) else {
+                    continue;
+                };
                 let scx = scx.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     // Extract before `accept.wss()` consumes the acceptor.
                     let remote_addr = accept.remote_addr;
                     log::debug!("WSS connection from {remote_addr}");
@@ -430,8 +455,12 @@ async fn listen_quic(scx: ServerContext, l: &Listener, lid: ListenerId) {
     loop {
         match l.accept_quic().await {
             Ok(accept) => {
+                let Some(slot) = admit(&scx, accept.remote_addr) else {
+                    continue;
+                };
                 let scx = scx.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     // Extract before `accept.quic()` consumes the acceptor.
                     let remote_addr = accept.remote_addr;
                     log::debug!("QUIC connection from {remote_addr}");
