@@ -38,7 +38,9 @@ fn column(name: &str, ty: SqlType, nullable: bool) -> ColumnDef {
     }
 }
 
-fn accounts() -> TableDef {
+/// `accounts (id int8 primary key, owner text unique, balance int8 not
+/// null)`, which the seeds and the unit tests use.
+pub(crate) fn accounts() -> TableDef {
     TableDef {
         id: 0,
         schema: "public".into(),

@@ -1,8 +1,7 @@
-use std::collections::BTreeMap;
-
 use super::*;
-use crate::schema::{ColumnDef, IndexDef, TableDef};
-use crate::value::{encode_key, SqlType, Value};
+use crate::fuzzing::accounts;
+use crate::schema::TableDef;
+use crate::value::{encode_key, Value};
 
 fn start(dir: &std::path::Path) -> RelStore {
     RelStore::start(&RelConfig {
@@ -11,48 +10,6 @@ fn start(dir: &std::path::Path) -> RelStore {
         min_free_bytes: 0,
     })
     .unwrap()
-}
-
-fn accounts() -> TableDef {
-    TableDef {
-        id: 0,
-        schema: "public".into(),
-        name: "accounts".into(),
-        columns: vec![
-            ColumnDef {
-                name: "id".into(),
-                ty: SqlType::Int8,
-                nullable: false,
-                default: None,
-            },
-            ColumnDef {
-                name: "owner".into(),
-                ty: SqlType::Text,
-                nullable: true,
-                default: None,
-            },
-            ColumnDef {
-                name: "balance".into(),
-                ty: SqlType::Int8,
-                nullable: false,
-                default: None,
-            },
-        ],
-        primary_key: vec![0],
-        pk_name: "accounts_pkey".into(),
-        hidden_rowid: false,
-        indexes: vec![IndexDef {
-            id: 0,
-            name: "accounts_owner_key".into(),
-            columns: vec![1],
-            unique: true,
-            constraint: true,
-        }],
-        checks: vec![],
-        foreign_keys: vec![],
-        comment: None,
-        column_comments: BTreeMap::new(),
-    }
 }
 
 fn row(id: i64, owner: &str, balance: i64) -> Vec<Value> {

@@ -245,10 +245,6 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
             reason,
         })?;
     }
-    let bind_err = |source| MqttError::Bind {
-        addr: cfg.addr,
-        source,
-    };
     // Room for the fixed header, topic and properties around the payload.
     let max_packet = cfg
         .max_payload_bytes
@@ -283,45 +279,38 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
             .handshake_timeout(cfg.connect_timeout)
     };
     let mut listeners = Vec::new();
-    let mut local_addr = None;
-    if cfg.plain {
-        let l = builder("mqtt", cfg.addr).bind().map_err(bind_err)?;
-        let addr = l.local_addr().unwrap_or(cfg.addr);
-        local_addr = Some(addr);
-        listeners.push((l.tcp().map_err(bind_err)?, addr.port()));
-    }
-    // TLS is ended in front of the broker, by a terminator that hands each
-    // connection on over loopback with a PROXY header naming the client.
-    let mut proxied_addr = None;
-    if cfg.proxied {
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let l = builder("mqtts", loopback)
-            .proxy_protocol(true)
-            .bind()
-            .map_err(bind_err)?;
-        let addr = l.local_addr().map_err(bind_err)?;
-        proxied_addr = Some(addr);
-        listeners.push((l.tcp().map_err(bind_err)?, addr.port()));
-    }
-    let mut ws_addr = None;
-    if let Some(at) = cfg.ws_addr {
+    // One listener, plain TCP or WebSocket; `proxied` ones take a PROXY
+    // header first.
+    let mut listen = |name: &str, at: SocketAddr, proxied: bool, ws: bool| {
         let err = |source| MqttError::Bind { addr: at, source };
-        let l = builder("ws", at).bind().map_err(err)?;
-        let addr = l.local_addr().unwrap_or(at);
-        ws_addr = Some(addr);
-        listeners.push((l.ws().map_err(err)?, addr.port()));
-    }
-    let mut ws_proxied_addr = None;
-    if cfg.ws_proxied {
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let l = builder("wss", loopback)
-            .proxy_protocol(true)
+        let l = builder(name, at)
+            .proxy_protocol(proxied)
             .bind()
-            .map_err(bind_err)?;
-        let addr = l.local_addr().map_err(bind_err)?;
-        ws_proxied_addr = Some(addr);
-        listeners.push((l.ws().map_err(bind_err)?, addr.port()));
-    }
+            .map_err(err)?;
+        let addr = l.local_addr().map_err(err)?;
+        let l = if ws { l.ws() } else { l.tcp() }.map_err(err)?;
+        listeners.push((l, addr.port()));
+        Ok::<_, MqttError>(Some(addr))
+    };
+    let local_addr = match cfg.plain {
+        true => listen("mqtt", cfg.addr, false, false)?,
+        false => None,
+    };
+    let ws_addr = match cfg.ws_addr {
+        Some(at) => listen("ws", at, false, true)?,
+        None => None,
+    };
+    // TLS is ended in front of the broker, by terminators that hand each
+    // connection on over loopback with a PROXY header naming the client.
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let proxied_addr = match cfg.proxied {
+        true => listen("mqtts", loopback, true, false)?,
+        false => None,
+    };
+    let ws_proxied_addr = match cfg.ws_proxied {
+        true => listen("wss", loopback, true, true)?,
+        false => None,
+    };
 
     let mut scx = ServerContext::new()
         .mqtt_max_sessions(isize::try_from(cfg.max_sessions).unwrap_or(isize::MAX));
