@@ -45,6 +45,8 @@ Settings (section.key = default):
   lp_tcp.addr = \"127.0.0.1:8094\"
   lp_tcp.database = \"default\"          database for TCP lines
   lp_tcp.allow_unauthenticated = false with http.auth_token set, TCP stays off unless true
+  lp_tcp.max_connections = 4096        open connections at most; more are closed at once
+  lp_tcp.max_connections_per_client = 512  per client address
   pg.enabled = true                    the PostgreSQL wire protocol
   pg.addr = \"127.0.0.1:5432\"
   pg.max_connections = 256             more are refused with SQLSTATE 53300
@@ -414,6 +416,9 @@ pub struct LpTcpSection {
     /// Keep the port open while `http.auth_token` is set. TCP line protocol
     /// carries no credentials, so anyone who reaches the port can write.
     pub allow_unauthenticated: bool,
+    /// Open connections at most, and per client address.
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
 }
 
 /// The PostgreSQL wire protocol front end (psql, pgbench, drivers).
@@ -483,6 +488,8 @@ impl Default for LpTcpSection {
             addr: SocketAddr::from(([127, 0, 0, 1], 8094)),
             database: "default".into(),
             allow_unauthenticated: false,
+            max_connections: 4096,
+            max_connections_per_client: 512,
         }
     }
 }

@@ -35,6 +35,19 @@ pub struct Limiter {
     refused_logged: Mutex<Option<Instant>>,
 }
 
+/// Raw TCP line protocol's connections (its accept loop is glommio's).
+pub static LP_TCP: Connections = Connections::new();
+
+/// A front end's admission (see [`sluice_ingest::Admission`]) by `limiter`:
+/// the slot is held for as long as the connection lasts.
+pub fn admission(limiter: Limiter, what: &'static str) -> sluice_ingest::Admission {
+    sluice_ingest::Admission(Arc::new(move |peer: std::net::SocketAddr| {
+        limiter
+            .take(peer.ip(), what)
+            .map(|slot| Box::new(slot) as Box<dyn std::any::Any + Send>)
+    }))
+}
+
 /// One open connection's share of the limits, given back on drop.
 pub struct Slot {
     _permit: OwnedSemaphorePermit,

@@ -148,6 +148,14 @@ fn serve(cfg: Config) -> Result<(), String> {
             tls: tls
                 .clone()
                 .map(|t| Arc::new(move || t.config()) as tcp::TlsSource),
+            admission: Some(conn_limits::admission(
+                conn_limits::Limiter::new(
+                    cfg.lp_tcp.max_connections,
+                    cfg.lp_tcp.max_connections_per_client,
+                    &conn_limits::LP_TCP,
+                ),
+                "line protocol TCP",
+            )),
         }));
     }
     // The relational store holds the catalog, so it starts first and stops
@@ -351,11 +359,14 @@ fn mqtt_config(
         ws_proxied: cfg.mqtt.websocket && cfg.tls.is_some(),
         max_subscriptions: cfg.mqtt.max_subscriptions,
         max_sessions: cfg.mqtt.max_sessions,
-        admission: Some(mqtt_tls::admission(Arc::new(conn_limits::Limiter::new(
-            cfg.mqtt.max_connections,
-            cfg.mqtt.max_connections_per_client,
-            &mqtt_tls::BROKER_CONNECTIONS,
-        )))),
+        admission: Some(conn_limits::admission(
+            conn_limits::Limiter::new(
+                cfg.mqtt.max_connections,
+                cfg.mqtt.max_connections_per_client,
+                &mqtt_tls::BROKER_CONNECTIONS,
+            ),
+            "MQTT",
+        )),
         connect_timeout: std::time::Duration::from_secs(cfg.mqtt.connect_timeout_secs.max(1)),
         proxied: cfg.tls.is_some(),
         users: cfg.mqtt.users.clone(),

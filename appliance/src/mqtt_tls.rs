@@ -28,16 +28,6 @@ pub static CONNECTIONS: crate::conn_limits::Connections = crate::conn_limits::Co
 pub static BROKER_CONNECTIONS: crate::conn_limits::Connections =
     crate::conn_limits::Connections::new();
 
-/// The broker's admission: `limiter` decides, and its slot is held for as
-/// long as the connection lasts.
-pub fn admission(limiter: Arc<Limiter>) -> sluice_ingest::mqtt::Admission {
-    sluice_ingest::mqtt::Admission(Arc::new(move |peer: SocketAddr| {
-        limiter
-            .take(peer.ip(), "MQTT")
-            .map(|slot| Box::new(slot) as Box<dyn std::any::Any + Send>)
-    }))
-}
-
 fn header(client: SocketAddr, local: SocketAddr) -> Option<Vec<u8>> {
     let addresses = match (client, local) {
         (SocketAddr::V4(source), SocketAddr::V4(destination)) => ProxyAddresses::Ipv4 {

@@ -37,6 +37,8 @@ pub struct TcpConfig {
     pub database: String,
     /// Present: connections speak TLS only.
     pub tls: Option<TlsSource>,
+    /// Asked for every connection (a connection limit).
+    pub admission: Option<crate::Admission>,
 }
 
 impl std::fmt::Debug for TcpConfig {
@@ -77,10 +79,19 @@ pub fn service(cfg: TcpConfig) -> CoreService {
                 };
                 match accepted {
                     Ok(stream) => {
+                        let peer = stream.peer_addr().ok();
+                        let slot = match (&cfg.admission, peer) {
+                            (Some(admit), Some(p)) => match (admit.0)(p) {
+                                Some(slot) => Some(slot),
+                                // Dropped: closed at once.
+                                None => continue,
+                            },
+                            _ => None,
+                        };
                         let ctx = ctx.clone();
                         let cfg = cfg.clone();
                         glommio::spawn_local(async move {
-                            let peer = stream.peer_addr().ok();
+                            let _slot = slot;
                             if let Err(e) = accept(stream, &ctx, &cfg).await {
                                 tracing::warn!(?peer, error = %e, "line protocol TCP connection closed");
                             }

@@ -277,3 +277,46 @@ fn one_client_address_cannot_take_every_mqtt_connection() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn one_client_address_cannot_take_every_raw_tcp_connection() {
+    let s = TestServer::start_with_env(&[("SLUICE_LP_TCP__MAX_CONNECTIONS_PER_CLIENT", "2")]);
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(s.lp_tcp).unwrap())
+        .collect();
+    let mut third = TcpStream::connect(s.lp_tcp).unwrap();
+    assert!(
+        closed_within(&mut third, Duration::from_secs(10)),
+        "a third connection from one address was kept"
+    );
+    // The two within the limit still write.
+    held[0].write_all(b"held v=1 1\n").unwrap();
+    held[1].write_all(b"held v=2 2\n").unwrap();
+    s.wait_scalar(
+        "default",
+        "SELECT count(*) FROM held",
+        2,
+        Duration::from_secs(20),
+    );
+    assert!(s.metric("sluice_lp_tcp_connections_refused_total") >= 1.0);
+    // A connection that ends gives its slot back.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = TcpStream::connect(s.lp_tcp).unwrap();
+        if !closed_within(&mut c, Duration::from_millis(300)) {
+            c.write_all(b"held v=3 3\n").unwrap();
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed slot was not given back"
+        );
+    }
+    s.wait_scalar(
+        "default",
+        "SELECT count(*) FROM held",
+        3,
+        Duration::from_secs(20),
+    );
+}

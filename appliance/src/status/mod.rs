@@ -34,6 +34,8 @@ pub struct Status {
     pub mqtt_tls: HttpConnections,
     /// Every MQTT connection the broker holds, whatever its transport.
     pub mqtt_connections: HttpConnections,
+    /// Raw TCP line protocol connections.
+    pub lp_tcp: HttpConnections,
 }
 
 impl HttpConnections {
@@ -248,6 +250,7 @@ pub async fn collect(st: &AppState) -> Result<Status, crate::error::ApiError> {
         pg: HttpConnections::of(&crate::pg::CONNECTIONS),
         mqtt_tls: HttpConnections::of(&crate::mqtt_tls::CONNECTIONS),
         mqtt_connections: HttpConnections::of(&crate::mqtt_tls::BROKER_CONNECTIONS),
+        lp_tcp: HttpConnections::of(&crate::conn_limits::LP_TCP),
     })
 }
 

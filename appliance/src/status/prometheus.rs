@@ -161,6 +161,18 @@ pub fn render(s: &Status) -> String {
         s.pg.refused as f64,
     );
     o.single(
+        "sluice_lp_tcp_connections",
+        "Raw TCP line protocol connections open.",
+        "gauge",
+        s.lp_tcp.open as f64,
+    );
+    o.single(
+        "sluice_lp_tcp_connections_refused_total",
+        "Raw TCP line protocol connections closed at once because a connection limit was reached.",
+        "counter",
+        s.lp_tcp.refused as f64,
+    );
+    o.single(
         "sluice_mqtt_connections_refused_total",
         "MQTT connections closed at once because a connection limit was reached.",
         "counter",

@@ -48,8 +48,8 @@ pub struct MqttConfig {
     /// Sessions at most (0: no limit).
     pub max_sessions: usize,
     /// Asked for every connection the broker accepts, with the client's
-    /// address: a connection limit.
-    pub admission: Option<Admission>,
+    /// address (after any PROXY header): a connection limit.
+    pub admission: Option<crate::Admission>,
     /// A client must have sent CONNECT this long after its socket opened;
     /// idle half-open sockets are how a flood starves the others.
     pub connect_timeout: Duration,
@@ -184,18 +184,6 @@ impl RouteTable {
 
 /// Connections waiting for their CONNECT to be handled, at most.
 const PENDING_HANDSHAKES: usize = 10_000;
-
-/// Asked for every connection the broker accepts, with the client's
-/// address (after any PROXY header): `None` closes it, a guard lets it in
-/// for as long as it is held.
-#[derive(Clone)]
-pub struct Admission(pub rmqtt::context::Admission);
-
-impl std::fmt::Debug for Admission {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Admission")
-    }
-}
 
 /// A running broker. It lives as long as the tokio runtime it was started
 /// on; rmqtt has no stop of its own.
