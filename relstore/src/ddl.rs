@@ -567,16 +567,30 @@ pub(crate) fn seq_reserve(txn: &WriteTransaction, id: u64, count: u64) -> Result
             reason: format!("reached its {bound} value"),
         }));
     };
-    // A block never crosses the bound: it ends at the last value inside it.
-    let mut end = first;
-    for _ in 1..count.max(1) {
-        match step(end) {
-            Some(n) => end = n,
-            None => break,
-        }
-    }
+    let end = block_end(first, count, s.increment, s.min, s.max);
     seqs.insert(id, end)?;
     Ok(Ok(Applied::Values(first, end)))
+}
+
+/// The last value of a block of `count` values from `first`, in steps of
+/// `increment`: a block never crosses the bound, so it ends at the last
+/// value inside it. Computed, not stepped, so that an entry asking for a
+/// huge block costs no more than a small one.
+fn block_end(first: i64, count: u64, increment: i64, min: i64, max: i64) -> i64 {
+    let (first, inc) = (i128::from(first), i128::from(increment));
+    if inc == 0 {
+        return first as i64;
+    }
+    let want = first.saturating_add(i128::from(count.max(1) - 1).saturating_mul(inc));
+    let end = if inc > 0 {
+        let last = first + (i128::from(max) - first) / inc * inc;
+        want.min(last)
+    } else {
+        let last = first - (first - i128::from(min)) / -inc * -inc;
+        want.max(last)
+    };
+    // Between `first` and a bound, both i64.
+    end as i64
 }
 
 pub(crate) fn seq_set(txn: &WriteTransaction, id: u64, value: i64) -> Result<Result<Applied>> {
@@ -606,4 +620,33 @@ fn cat_view_comment(txn: &WriteTransaction, schema: &str, name: &str) -> Result<
     };
     let v: ViewDef = postcard::from_bytes(raw.value())?;
     Ok(v.comment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::block_end;
+
+    #[test]
+    fn a_block_ends_inside_the_bounds_however_large_it_is() {
+        assert_eq!(block_end(1, 32, 1, 1, i64::MAX), 32);
+        assert_eq!(block_end(1, 1, 1, 1, i64::MAX), 1);
+        assert_eq!(block_end(1, u64::MAX, 1, 1, 100), 100);
+        assert_eq!(block_end(1, u64::MAX, 3, 1, 100), 100);
+        assert_eq!(block_end(1, u64::MAX, 4, 1, 100), 97);
+        assert_eq!(block_end(10, 5, -2, 1, 100), 2);
+        assert_eq!(block_end(10, 10, -3, 1, 100), 1);
+        assert_eq!(
+            block_end(i64::MIN + 5, u64::MAX, 7, i64::MIN, i64::MAX),
+            i64::MAX - 3
+        );
+        assert_eq!(
+            block_end(i64::MAX, u64::MAX, -1, i64::MIN, i64::MAX),
+            i64::MIN + 1
+        );
+        assert_eq!(
+            block_end(i64::MAX, u64::MAX, -2, i64::MIN, i64::MAX),
+            i64::MIN + 1
+        );
+        assert_eq!(block_end(5, u64::MAX, 0, 1, 10), 5);
+    }
 }

