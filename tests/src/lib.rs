@@ -35,12 +35,21 @@ pub fn sluice_bin() -> PathBuf {
 /// A free loopback port below the kernel's ephemeral range: a port handed
 /// out by `bind(0)` can be taken again as the local port of some client
 /// connection, which then blocks the server from binding it on restart.
+/// A port is handed out once per test process: tests start servers in
+/// parallel, and a port free when one test looked may be a port another
+/// test's server is about to bind.
 pub fn free_port() -> u16 {
     use rand::Rng;
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut rng = rand::thread_rng();
     for _ in 0..1000 {
         let port = rng.gen_range(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
             return port;
         }
     }
