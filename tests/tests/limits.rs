@@ -281,13 +281,18 @@ fn one_client_address_cannot_take_every_mqtt_connection() {
 #[test]
 fn one_client_address_cannot_take_every_raw_tcp_connection() {
     let s = TestServer::start_with_env(&[("SLUICE_LP_TCP__MAX_CONNECTIONS_PER_CLIENT", "2")]);
-    let mut held: Vec<TcpStream> = (0..2)
+    // Each core accepts on its own, so which of the three is the one too
+    // many depends on the order the cores took them.
+    let (mut held, refused): (Vec<TcpStream>, Vec<TcpStream>) = (0..3)
         .map(|_| TcpStream::connect(s.lp_tcp).unwrap())
-        .collect();
-    let mut third = TcpStream::connect(s.lp_tcp).unwrap();
-    assert!(
-        closed_within(&mut third, Duration::from_secs(10)),
-        "a third connection from one address was kept"
+        .partition(|c| {
+            let mut c = c.try_clone().unwrap();
+            !closed_within(&mut c, Duration::from_secs(2))
+        });
+    assert_eq!(
+        (held.len(), refused.len()),
+        (2, 1),
+        "two connections from one address are kept, the third closed"
     );
     // The two within the limit still write.
     held[0].write_all(b"held v=1 1\n").unwrap();
