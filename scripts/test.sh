@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+# librdkafka's OpenSSL is built from source; its Configure needs full perl.
+perl -MIPC::Cmd -e 1 >/dev/null 2>&1 || need_apt+=(perl make)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # The MQTT end-to-end test drives the broker with the command-line clients.
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
