@@ -38,9 +38,20 @@ pub struct Limiter {
 /// Raw TCP line protocol's connections (its accept loop is glommio's).
 pub static LP_TCP: Connections = Connections::new();
 
-/// A front end's admission (see [`sluice_ingest::Admission`]) by `limiter`:
-/// the slot is held for as long as the connection lasts.
-pub fn admission(limiter: Limiter, what: &'static str) -> sluice_ingest::Admission {
+/// Every connection the MQTT broker lets in (TCP, WebSocket, and those
+/// handed on by the TLS terminators).
+pub static MQTT: Connections = Connections::new();
+
+/// The admission (see [`sluice_ingest::Admission`]) of a front end that
+/// accepts connections itself: a [`Limiter`] of `max` in all and
+/// `per_client` per address, whose slot is held while the connection lasts.
+pub fn admission(
+    max: usize,
+    per_client: usize,
+    counts: &'static Connections,
+    what: &'static str,
+) -> sluice_ingest::Admission {
+    let limiter = Limiter::new(max, per_client, counts);
     sluice_ingest::Admission(Arc::new(move |peer: std::net::SocketAddr| {
         limiter
             .take(peer.ip(), what)

@@ -149,11 +149,9 @@ fn serve(cfg: Config) -> Result<(), String> {
                 .clone()
                 .map(|t| Arc::new(move || t.config()) as tcp::TlsSource),
             admission: Some(conn_limits::admission(
-                conn_limits::Limiter::new(
-                    cfg.lp_tcp.max_connections,
-                    cfg.lp_tcp.max_connections_per_client,
-                    &conn_limits::LP_TCP,
-                ),
+                cfg.lp_tcp.max_connections,
+                cfg.lp_tcp.max_connections_per_client,
+                &conn_limits::LP_TCP,
                 "line protocol TCP",
             )),
         }));
@@ -360,11 +358,9 @@ fn mqtt_config(
         max_subscriptions: cfg.mqtt.max_subscriptions,
         max_sessions: cfg.mqtt.max_sessions,
         admission: Some(conn_limits::admission(
-            conn_limits::Limiter::new(
-                cfg.mqtt.max_connections,
-                cfg.mqtt.max_connections_per_client,
-                &mqtt_tls::BROKER_CONNECTIONS,
-            ),
+            cfg.mqtt.max_connections,
+            cfg.mqtt.max_connections_per_client,
+            &conn_limits::MQTT,
             "MQTT",
         )),
         connect_timeout: std::time::Duration::from_secs(cfg.mqtt.connect_timeout_secs.max(1)),

@@ -23,11 +23,6 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 
 pub static CONNECTIONS: crate::conn_limits::Connections = crate::conn_limits::Connections::new();
 
-/// Every connection the broker lets in (TCP, WebSocket, and those handed
-/// on by the terminators here), counted by the broker's admission.
-pub static BROKER_CONNECTIONS: crate::conn_limits::Connections =
-    crate::conn_limits::Connections::new();
-
 fn header(client: SocketAddr, local: SocketAddr) -> Option<Vec<u8>> {
     let addresses = match (client, local) {
         (SocketAddr::V4(source), SocketAddr::V4(destination)) => ProxyAddresses::Ipv4 {

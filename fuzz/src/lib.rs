@@ -86,8 +86,8 @@ fn mutate(rng: &mut StdRng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
 /// Runs `target` for `time` from `seed`, saving panicking inputs in
 /// `crashes`.
 pub fn run(target: Target, time: Duration, seed: u64, crashes: &Path) -> std::io::Result<Report> {
-    let mut ctx = targets::Context::new()?;
-    let seeds = target.seeds(&mut ctx)?;
+    let mut harness = Harness::new(target)?;
+    let seeds = harness.seeds()?;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut report = Report::default();
     let started = Instant::now();
@@ -98,7 +98,7 @@ pub fn run(target: Target, time: Duration, seed: u64, crashes: &Path) -> std::io
         let mut input = seeds[rng.gen_range(0..seeds.len())].clone();
         mutate(&mut rng, &mut input, &seeds);
         report.executions += 1;
-        let outcome = catch_unwind(AssertUnwindSafe(|| target.exec(&mut ctx, &input)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| harness.exec(&input)));
         if outcome.is_err() {
             std::fs::create_dir_all(crashes)?;
             let name = format!("{}-{:016x}", target.name(), crc32c::crc32c(&input));
@@ -113,8 +113,8 @@ pub fn run(target: Target, time: Duration, seed: u64, crashes: &Path) -> std::io
     Ok(report)
 }
 
-/// A target with its context, for an outside engine (libFuzzer) that
-/// calls it once per input.
+/// A target with its context, fed one input at a time (by the driver
+/// here, or by an outside engine such as libFuzzer).
 pub struct Harness {
     target: Target,
     ctx: targets::Context,
@@ -141,7 +141,6 @@ impl Harness {
 
 /// Runs `target` once on `data`, letting a panic through.
 pub fn replay(target: Target, data: &[u8]) -> std::io::Result<()> {
-    let mut ctx = targets::Context::new()?;
-    target.exec(&mut ctx, data);
+    Harness::new(target)?.exec(data);
     Ok(())
 }

@@ -249,7 +249,7 @@ pub async fn collect(st: &AppState) -> Result<Status, crate::error::ApiError> {
         http: HttpConnections::of(&crate::http::server::CONNECTIONS),
         pg: HttpConnections::of(&crate::pg::CONNECTIONS),
         mqtt_tls: HttpConnections::of(&crate::mqtt_tls::CONNECTIONS),
-        mqtt_connections: HttpConnections::of(&crate::mqtt_tls::BROKER_CONNECTIONS),
+        mqtt_connections: HttpConnections::of(&crate::conn_limits::MQTT),
         lp_tcp: HttpConnections::of(&crate::conn_limits::LP_TCP),
     })
 }
