@@ -7,6 +7,10 @@ pub enum AccessError {
     Unauthenticated(String),
     #[error("permission denied: {who} may not {what}")]
     Denied { who: String, what: String },
+    /// Too many failed logins from the caller's address of late; no
+    /// secret was checked.
+    #[error("authentication failed: too many failed logins from this address; try again in {retry_after_secs} s")]
+    Throttled { retry_after_secs: u64 },
     #[error("role {0:?} does not exist")]
     UndefinedRole(String),
     #[error("role {0:?} already exists")]
@@ -26,6 +30,7 @@ impl AccessError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             AccessError::Unauthenticated(_) => "28P01",
+            AccessError::Throttled { .. } => "28000",
             AccessError::Denied { .. } => "42501",
             AccessError::UndefinedRole(_) | AccessError::UndefinedToken(_) => "42704",
             AccessError::DuplicateRole(_) => "42710",

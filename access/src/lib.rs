@@ -12,11 +12,13 @@
 pub mod error;
 pub mod model;
 pub mod secret;
+pub mod throttle;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -26,6 +28,7 @@ use parking_lot::Mutex;
 pub use error::{AccessError, Result};
 pub use model::{Directory, Grants, Principal, Privilege, Privs, Role, Token, ALL_DATABASES};
 pub use secret::{looks_like_token, ScramVerifier, SCRAM_ITERATIONS};
+pub use throttle::LoginThrottle;
 
 /// Where the directory is kept: the relational store's `system` space in
 /// the binary, memory in tests.
@@ -126,6 +129,7 @@ pub struct Access {
     decoy: String,
     /// The shared token of `http.auth_token`, which may do everything.
     root_token: Option<String>,
+    throttle: Arc<LoginThrottle>,
 }
 
 impl std::fmt::Debug for Access {
@@ -168,7 +172,21 @@ impl Access {
             hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_SLOTS)),
             decoy,
             root_token,
+            throttle: Arc::new(LoginThrottle::new(0, std::time::Duration::ZERO)),
         })
+    }
+
+    /// Counts failed logins per client address with `throttle` (by
+    /// default nothing is counted).
+    pub fn with_throttle(mut self, throttle: Arc<LoginThrottle>) -> Access {
+        self.throttle = throttle;
+        self
+    }
+
+    /// The failed-login counts, for front ends that decide a login's
+    /// outcome themselves (the PostgreSQL port's SCRAM exchange).
+    pub fn throttle(&self) -> &Arc<LoginThrottle> {
+        &self.throttle
     }
 
     pub fn directory(&self) -> Arc<Directory> {
@@ -209,10 +227,25 @@ impl Access {
         Ok(true)
     }
 
-    /// Authenticates a caller that sent a secret and maybe a user name: a
-    /// token (the shared one, or an API token, whatever the name), else the
-    /// named user's password.
-    pub async fn login(&self, user: Option<&str>, secret: &str) -> Result<Principal> {
+    /// Authenticates a caller at `peer` (None: in-process) that sent a
+    /// secret and maybe a user name: a token (the shared one, or an API
+    /// token, whatever the name), else the named user's password. Failures
+    /// count against the address.
+    pub async fn login(
+        &self,
+        peer: Option<IpAddr>,
+        user: Option<&str>,
+        secret: &str,
+    ) -> Result<Principal> {
+        self.throttle.check(peer)?;
+        let r = self.login_unthrottled(user, secret).await;
+        if matches!(r, Err(AccessError::Unauthenticated(_))) {
+            self.throttle.failed(peer);
+        }
+        r
+    }
+
+    async fn login_unthrottled(&self, user: Option<&str>, secret: &str) -> Result<Principal> {
         if let Some(root) = &self.root_token {
             if secret::same(root.as_bytes(), secret.as_bytes()) {
                 return Ok(Principal::root());

@@ -36,8 +36,12 @@ pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
 pub const INITIAL_PASSWORD_ENV: &str = "SLUICE_INITIAL_ADMIN_PASSWORD";
 
 pub fn open(cfg: &Config, rel: RelHandle) -> Result<Arc<Access>, String> {
+    let throttle = sluice_access::LoginThrottle::new(
+        cfg.auth.max_failed_logins,
+        std::time::Duration::from_secs(cfg.auth.failed_login_window_secs),
+    );
     Access::open(Box::new(RelBackend(rel)), cfg.http.auth_token.clone())
-        .map(Arc::new)
+        .map(|a| Arc::new(a.with_throttle(Arc::new(throttle))))
         .map_err(|e| format!("reading users and roles: {e}"))
 }
 

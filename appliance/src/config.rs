@@ -31,6 +31,9 @@ Settings (section.key = default):
   auth.admin_user = \"admin\"            that superuser; its password is read from
   auth.admin_password_file             this file, or SLUICE_INITIAL_ADMIN_PASSWORD, or made up
                                        and written to <data_dir>/initial-admin-password (0600)
+  auth.max_failed_logins = 10          per client address within auth.failed_login_window_secs
+                                       (300); past it logins from there get 429 / 28000 until
+                                       the window ends, on every port; 0: not counted
   http.auth_token                      a shared secret that may do everything (Token/Bearer/
                                        basic password/p=); also turns authentication on
   http.metrics_public = false          serve /metrics without the token
@@ -47,6 +50,7 @@ Settings (section.key = default):
   lp_tcp.allow_unauthenticated = false with http.auth_token set, TCP stays off unless true
   lp_tcp.max_connections = 4096        open connections at most; more are closed at once
   lp_tcp.max_connections_per_client = 512  per client address
+  lp_tcp.idle_timeout_secs = 300       a connection silent this long is closed
   pg.enabled = true                    the PostgreSQL wire protocol
   pg.addr = \"127.0.0.1:5432\"
   pg.max_connections = 256             more are refused with SQLSTATE 53300
@@ -171,6 +175,11 @@ pub struct AuthSection {
     pub admin_user: String,
     /// A file holding that superuser's first password.
     pub admin_password_file: Option<PathBuf>,
+    /// Failed logins from one client address (an IPv6 /64) within
+    /// `failed_login_window_secs`; past it the address's logins are refused
+    /// until the window ends. 0: not counted.
+    pub max_failed_logins: u32,
+    pub failed_login_window_secs: u64,
 }
 
 impl Default for AuthSection {
@@ -179,6 +188,8 @@ impl Default for AuthSection {
             enabled: false,
             admin_user: "admin".into(),
             admin_password_file: None,
+            max_failed_logins: 10,
+            failed_login_window_secs: 300,
         }
     }
 }
@@ -419,6 +430,9 @@ pub struct LpTcpSection {
     /// Open connections at most, and per client address.
     pub max_connections: usize,
     pub max_connections_per_client: usize,
+    /// A connection silent this long is closed (a partial last line is
+    /// dropped with it).
+    pub idle_timeout_secs: u64,
 }
 
 /// The PostgreSQL wire protocol front end (psql, pgbench, drivers).
@@ -490,6 +504,7 @@ impl Default for LpTcpSection {
             allow_unauthenticated: false,
             max_connections: 4096,
             max_connections_per_client: 512,
+            idle_timeout_secs: 300,
         }
     }
 }

@@ -36,6 +36,7 @@ pub enum ApiError {
 fn access_status(e: &AccessError) -> StatusCode {
     match e {
         AccessError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        AccessError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
         AccessError::Denied { .. } => StatusCode::FORBIDDEN,
         AccessError::UndefinedRole(_) | AccessError::UndefinedToken(_) => StatusCode::NOT_FOUND,
         AccessError::DuplicateRole(_) => StatusCode::CONFLICT,
@@ -165,10 +166,16 @@ impl IntoResponse for ApiError {
             }
             _ => serde_json::json!({ "error": self.to_string() }),
         };
+        let retry_after = match &self {
+            ApiError::Access(AccessError::Throttled { retry_after_secs }) => {
+                Some(HeaderValue::from(*retry_after_secs))
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(HeaderValue::from_static("1")),
+            _ => None,
+        };
         let mut resp = (status, axum::Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(v) = retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
     }

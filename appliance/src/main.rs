@@ -145,6 +145,7 @@ fn serve(cfg: Config) -> Result<(), String> {
         services.push(tcp::service(TcpConfig {
             addr: cfg.lp_tcp.addr,
             database: cfg.lp_tcp.database.clone(),
+            idle_timeout: std::time::Duration::from_secs(cfg.lp_tcp.idle_timeout_secs.max(1)),
             tls: tls
                 .clone()
                 .map(|t| Arc::new(move || t.config()) as tcp::TlsSource),
@@ -256,7 +257,7 @@ fn serve(cfg: Config) -> Result<(), String> {
         let broker = if cfg.mqtt.enabled {
             Some(
                 sluice_ingest::mqtt::start(
-                    mqtt_config(&cfg, auth_on.then(|| access.clone())),
+                    mqtt_config(&cfg, &access, auth_on),
                     mqtt_engine.clone(),
                 )
                 .await
@@ -347,7 +348,8 @@ fn serve(cfg: Config) -> Result<(), String> {
 
 fn mqtt_config(
     cfg: &Config,
-    access: Option<Arc<sluice_access::Access>>,
+    access: &Arc<sluice_access::Access>,
+    auth_on: bool,
 ) -> sluice_ingest::mqtt::MqttConfig {
     sluice_ingest::mqtt::MqttConfig {
         addr: cfg.mqtt.addr,
@@ -366,7 +368,8 @@ fn mqtt_config(
         connect_timeout: std::time::Duration::from_secs(cfg.mqtt.connect_timeout_secs.max(1)),
         proxied: cfg.tls.is_some(),
         users: cfg.mqtt.users.clone(),
-        access,
+        access: auth_on.then(|| access.clone()),
+        login_throttle: access.throttle().clone(),
         acl: cfg.mqtt.acl.clone(),
         acl_no_match_allows: cfg.mqtt.acl_no_match == "allow",
         ingest_topics: cfg.mqtt.ingest_topics,

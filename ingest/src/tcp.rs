@@ -39,6 +39,9 @@ pub struct TcpConfig {
     pub tls: Option<TlsSource>,
     /// Asked for every connection (a connection limit).
     pub admission: Option<crate::Admission>,
+    /// A connection that sends nothing for this long is closed, so that
+    /// idle or stalled clients do not hold their slots for ever.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for TcpConfig {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for TcpConfig {
             .field("addr", &self.addr)
             .field("database", &self.database)
             .field("tls", &self.tls.is_some())
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -129,8 +133,23 @@ async fn serve<S: AsyncRead + Unpin>(
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut line_base = 1usize;
     loop {
-        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        let n = futures::select! {
+            r = stream.read(&mut chunk).fuse() => r.map_err(|e| e.to_string())?,
+            () = glommio::timer::sleep(cfg.idle_timeout).fuse() => {
+                // What came complete is written; a line cut off by the
+                // stall may be missing part of a value, so it is not.
+                if buf.is_empty() {
+                    tracing::debug!("line protocol TCP connection idle; closing it");
+                } else {
+                    tracing::warn!(partial_bytes = buf.len(), "line protocol TCP connection stalled inside a line; closing it and dropping that line");
+                }
+                break;
+            }
+        };
         if n == 0 {
+            if !buf.is_empty() {
+                spawn_write(ctx, cfg, &inflight, std::mem::take(&mut buf), line_base).await?;
+            }
             break;
         }
         buf.extend_from_slice(&chunk[..n]);
@@ -145,9 +164,6 @@ async fn serve<S: AsyncRead + Unpin>(
         let lines = memchr::memchr_iter(b'\n', &data).count();
         spawn_write(ctx, cfg, &inflight, data, line_base).await?;
         line_base += lines;
-    }
-    if !buf.is_empty() {
-        spawn_write(ctx, cfg, &inflight, buf, line_base).await?;
     }
     // Every write of the connection has finished once all permits are back.
     inflight

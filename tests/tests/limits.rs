@@ -325,3 +325,40 @@ fn one_client_address_cannot_take_every_raw_tcp_connection() {
         Duration::from_secs(20),
     );
 }
+
+#[test]
+fn a_silent_raw_tcp_connection_is_closed_and_its_complete_lines_kept() {
+    let s = TestServer::start_with_env(&[("SLUICE_LP_TCP__IDLE_TIMEOUT_SECS", "2")]);
+    let mut c = TcpStream::connect(s.lp_tcp).unwrap();
+    // A whole line, then one cut off by the stall.
+    c.write_all(b"idle,host=a v=1 1\nidle,host=b v=").unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut c, Duration::from_secs(15)),
+        "a silent connection was kept"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    s.wait_scalar(
+        "default",
+        "SELECT count(*) FROM idle",
+        1,
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        s.scalar("default", "SELECT count(*) FROM idle WHERE host = 'b'"),
+        Some(0)
+    );
+    // A connection that keeps talking is not cut off by the timeout.
+    let mut busy = TcpStream::connect(s.lp_tcp).unwrap();
+    for i in 0..5 {
+        busy.write_all(format!("idle,host=c v={i} {}\n", i + 10).as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    s.wait_scalar(
+        "default",
+        "SELECT count(*) FROM idle WHERE host = 'c'",
+        5,
+        Duration::from_secs(20),
+    );
+}

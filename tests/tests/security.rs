@@ -34,11 +34,22 @@ const ENDPOINTS: [(&str, &str); 12] = [
     ("DELETE", "/api/v1/tokens/0123456789abcdef"),
 ];
 
+/// An HTTP client whose connections come from `from` (any 127.0.0.x reaches
+/// a server on 127.0.0.1, as a second host would).
+fn client_from(from: &str) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().ok())
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn every_http_endpoint_refuses_strangers_and_wrong_tokens() {
     let s = secured(&[]);
-    let c = reqwest::blocking::Client::new();
-    for (method, path) in ENDPOINTS {
+    for (i, (method, path)) in ENDPOINTS.into_iter().enumerate() {
+        // Each endpoint from an address of its own, so that the failures
+        // stay below the per-address login limit.
+        let c = client_from(&format!("127.0.1.{}", i + 1));
         let req = |auth: Option<&str>| {
             let mut r = match method {
                 "GET" => c.get(s.url(path)),
@@ -70,6 +81,7 @@ fn every_http_endpoint_refuses_strangers_and_wrong_tokens() {
         );
     }
     // Liveness stays open: it says nothing but "up".
+    let c = reqwest::blocking::Client::new();
     assert_eq!(c.get(s.url("/health")).send().unwrap().status(), 200);
     assert!(!s.log().contains(TOKEN), "the log holds the token");
 }
@@ -193,4 +205,50 @@ fn the_mqtt_broker_asks_for_the_token() {
         2,
         Duration::from_secs(20),
     );
+}
+
+#[test]
+fn failed_logins_on_any_port_hold_back_their_address_on_every_port() {
+    let s = secured(&[
+        ("SLUICE_AUTH__MAX_FAILED_LOGINS", "3"),
+        ("SLUICE_AUTH__FAILED_LOGIN_WINDOW_SECS", "120"),
+    ]);
+    let http = |c: &reqwest::blocking::Client, token: &str| {
+        c.get(s.url("/api/v1/sql?q=SELECT%201"))
+            .header("Authorization", format!("Token {token}"))
+            .send()
+            .unwrap()
+    };
+    let here = client_from("127.0.0.1");
+    // One failure on each of three ports, all from 127.0.0.1.
+    assert_eq!(http(&here, "guess").status(), 401);
+    assert!(!psql(&s, Some("guess")).0);
+    assert!(mqtt_connect(&s, Some(("plc-7", "guess"))).1.is_err());
+
+    // Now the right secret is refused too, on every port, saying why.
+    let r = http(&here, TOKEN);
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After header");
+    assert!((1..=120).contains(&wait), "{wait}");
+    let body = r.text().unwrap();
+    assert!(body.contains("too many failed logins"), "{body}");
+    let (ok, out) = psql(&s, Some(TOKEN));
+    assert!(!ok, "the PostgreSQL port let a held-back address in: {out}");
+    assert!(out.contains("too many failed logins"), "{out}");
+    let (_, mqtt) = mqtt_connect(&s, Some(("plc-7", TOKEN)));
+    assert!(mqtt.is_err(), "the broker let a held-back address in");
+
+    // Another address is not held back.
+    let there = client_from("127.0.0.2");
+    assert_eq!(http(&there, TOKEN).status(), 200);
+    assert!(
+        s.log().contains("too many failed logins"),
+        "the lockout is not logged"
+    );
+    assert!(!s.log().contains(TOKEN), "the log holds the token");
 }

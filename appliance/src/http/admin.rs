@@ -8,6 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 
+use super::auth::Peer;
 use super::AppState;
 use crate::error::ApiError;
 
@@ -16,9 +17,10 @@ use crate::error::ApiError;
 pub async fn flush(
     State(st): State<Arc<AppState>>,
     Query(p): Query<HashMap<String, String>>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let caller = st.authorize(&headers, &p).await?;
+    let caller = st.authorize(peer, &headers, &p).await?;
     super::auth::require_superuser(&caller, "flush")?;
     let started = std::time::Instant::now();
     st.engine.flush().await?;
@@ -33,10 +35,11 @@ pub async fn flush(
 pub async fn backup(
     State(st): State<Arc<AppState>>,
     Query(p): Query<HashMap<String, String>>,
+    peer: Peer,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    let caller = st.authorize(&headers, &p).await?;
+    let caller = st.authorize(peer, &headers, &p).await?;
     super::auth::require_superuser(&caller, "take a backup")?;
     let (raw, _held) = super::body::read_body(&headers, body, 64 << 10, &st.bodies).await?;
     let req: serde_json::Value = serde_json::from_slice(&raw)
@@ -59,10 +62,11 @@ pub async fn backup(
 pub async fn metrics(
     State(st): State<Arc<AppState>>,
     Query(p): Query<HashMap<String, String>>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     if !st.metrics_public {
-        st.authorize(&headers, &p).await?;
+        st.authorize(peer, &headers, &p).await?;
     }
     let status = crate::status::collect(&st).await?;
     Ok((
@@ -76,9 +80,10 @@ pub async fn metrics(
 pub async fn status(
     State(st): State<Arc<AppState>>,
     Query(p): Query<HashMap<String, String>>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    st.authorize(&headers, &p).await?;
+    st.authorize(peer, &headers, &p).await?;
     let status = crate::status::collect(&st).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(status)))
 }

@@ -3,10 +3,12 @@
 //! tokens are made, listed and revoked.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -54,10 +56,26 @@ fn credentials(
     ))
 }
 
+/// The address a request came from, as the accept loop recorded it; None
+/// for a request that did not come through it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peer(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Peer, Self::Rejection> {
+        let addr = parts.extensions.get::<ConnectInfo<SocketAddr>>();
+        Ok(Peer(addr.map(|c| c.0.ip())))
+    }
+}
+
 impl AppState {
-    /// Authenticates the request when authentication is on.
+    /// Authenticates the request when authentication is on; failures count
+    /// against the client's address.
     pub async fn authorize(
         &self,
+        peer: Peer,
         headers: &HeaderMap,
         params: &HashMap<String, String>,
     ) -> Result<Caller, ApiError> {
@@ -70,7 +88,7 @@ impl AppState {
                     .into(),
             ));
         };
-        let p = self.access.login(user.as_deref(), &secret).await?;
+        let p = self.access.login(peer.0, user.as_deref(), &secret).await?;
         Ok(Some(Arc::new(p)))
     }
 }
@@ -140,10 +158,11 @@ fn token_json(t: &sluice_access::Token) -> serde_json::Value {
 pub async fn create_token(
     State(st): State<Arc<AppState>>,
     Query(p): Query<HashMap<String, String>>,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let caller = st.authorize(&headers, &p).await?;
+    let caller = st.authorize(peer, &headers, &p).await?;
     let (raw, _held) = read_body(&headers, body, 64 << 10, &st.bodies).await?;
     let req: NewToken = if raw.iter().all(u8::is_ascii_whitespace) {
         NewToken::default()
@@ -214,9 +233,10 @@ pub async fn create_token(
 pub async fn list_tokens(
     State(st): State<Arc<AppState>>,
     Query(p): Query<HashMap<String, String>>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = st.authorize(&headers, &p).await?;
+    let caller = st.authorize(peer, &headers, &p).await?;
     let dir = st.access.directory();
     let all = caller.as_ref().is_none_or(|c| c.is_superuser());
     let list: Vec<_> = dir
@@ -233,9 +253,10 @@ pub async fn revoke_token(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
     Query(p): Query<HashMap<String, String>>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = st.authorize(&headers, &p).await?;
+    let caller = st.authorize(peer, &headers, &p).await?;
     let root = Principal::root();
     st.access
         .revoke_token(caller.as_deref().unwrap_or(&root), &id)

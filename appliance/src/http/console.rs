@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use bytes::Bytes;
 use rust_embed::RustEmbed;
 
+use super::auth::Peer;
 use super::AppState;
 use crate::error::ApiError;
 
@@ -233,9 +234,10 @@ async fn file(st: Arc<AppState>, path: String, headers: &HeaderMap) -> Response 
 pub async fn schema(
     State(st): State<Arc<AppState>>,
     Query(p): Query<HashMap<String, String>>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = st.authorize(&headers, &p).await?;
+    let caller = st.authorize(peer, &headers, &p).await?;
     let mut overview = st.query.overview().await?;
     overview.databases.retain(|d| {
         caller

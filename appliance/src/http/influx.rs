@@ -12,7 +12,7 @@ use sluice_ingest::lp::{self, MAX_REPORTED_ERRORS};
 use sluice_ingest::stats::{Frontend, Tally, STATS};
 use sluice_ingest::{Precision, WriteOptions};
 
-use super::auth::{may_see, require};
+use super::auth::{may_see, require, Peer};
 use super::body::read_body;
 use super::AppState;
 use crate::error::ApiError;
@@ -27,10 +27,11 @@ type Params = Query<HashMap<String, String>>;
 pub async fn write_v1(
     State(st): State<Arc<AppState>>,
     Query(p): Params,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let caller = st.authorize(&headers, &p).await?;
+    let caller = st.authorize(peer, &headers, &p).await?;
     let db = p
         .get("db")
         .filter(|d| !d.is_empty())
@@ -42,10 +43,11 @@ pub async fn write_v1(
 pub async fn write_v2(
     State(st): State<Arc<AppState>>,
     Query(p): Params,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let caller = st.authorize(&headers, &HashMap::new()).await?;
+    let caller = st.authorize(peer, &headers, &HashMap::new()).await?;
     let bucket = p
         .get("bucket")
         .filter(|d| !d.is_empty())
@@ -110,10 +112,11 @@ async fn write(
 pub async fn query(
     State(st): State<Arc<AppState>>,
     Query(p): Params,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let caller = st.authorize(&headers, &p).await?;
+    let caller = st.authorize(peer, &headers, &p).await?;
     let mut q = p.get("q").cloned();
     if q.is_none() {
         let (raw, _held) = read_body(&headers, body, 1 << 20, &st.bodies).await?;

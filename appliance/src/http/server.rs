@@ -8,6 +8,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -66,6 +67,13 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            // Handlers read the client's address (to count its failed
+            // logins) where axum's own serve would put it.
+            let app =
+                tower::util::MapRequest::new(app, move |mut req: axum::extract::Request<_>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                });
             let service = TowerToHyperService::new(app);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use sluice_query::{Encoder, Format, QueryError};
 
+use super::auth::Peer;
 use super::body::read_body;
 use super::AppState;
 use crate::error::ApiError;
@@ -27,10 +28,11 @@ struct SqlRequest {
 pub async fn sql(
     State(st): State<Arc<AppState>>,
     Query(p): Query<HashMap<String, String>>,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let caller = st.authorize(&headers, &p).await?;
+    let caller = st.authorize(peer, &headers, &p).await?;
     let (raw, _held) = read_body(&headers, body, 1 << 20, &st.bodies).await?;
     let req: SqlRequest = if raw.iter().all(|b| b.is_ascii_whitespace()) {
         SqlRequest::default()

@@ -72,7 +72,10 @@ impl Gate {
 
 pub enum Startup {
     Open(Open),
-    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
+    Scram(
+        Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+        Arc<Gate>,
+    ),
 }
 
 pub struct Open;
@@ -146,9 +149,10 @@ impl Startup {
         scram.set_iterations(SCRAM_ITERATIONS as usize);
         let mut params = DefaultServerParameterProvider::default();
         params.scram_iterations = SCRAM_ITERATIONS as usize;
-        Startup::Scram(Box::new(
-            SASLAuthStartupHandler::new(Arc::new(params)).with_scram(scram),
-        ))
+        Startup::Scram(
+            Box::new(SASLAuthStartupHandler::new(Arc::new(params)).with_scram(scram)),
+            gate.clone(),
+        )
     }
 }
 
@@ -166,7 +170,23 @@ impl StartupHandler for Startup {
     {
         match self {
             Startup::Open(h) => h.on_startup(client, message).await,
-            Startup::Scram(h) => h.on_startup(client, message).await,
+            Startup::Scram(h, gate) => {
+                // Failed exchanges count against the client's address, and an
+                // address past its limit is turned away before one begins.
+                let peer = Some(client.socket_addr().ip());
+                let throttle = gate.access.throttle();
+                let answer = matches!(message, PgWireFrontendMessage::PasswordMessageFamily(_));
+                if matches!(message, PgWireFrontendMessage::Startup(_)) {
+                    if let Err(e) = throttle.check(peer) {
+                        return Err(fatal(&e.to_string(), e.sqlstate()));
+                    }
+                }
+                let r = h.on_startup(client, message).await;
+                if answer && r.is_err() {
+                    throttle.failed(peer);
+                }
+                r
+            }
         }
     }
 }
@@ -265,6 +285,15 @@ async fn read_packet<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<u32> 
     let mut rest = vec![0u8; len - 8];
     s.read_exact(&mut rest).await.ok()?;
     Some(u32::from_be_bytes([head[4], head[5], head[6], head[7]]))
+}
+
+/// A FATAL error, which ends the connection once pgwire has sent it.
+fn fatal(message: &str, code: &str) -> PgWireError {
+    PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
+        "FATAL".to_string(),
+        code.to_string(),
+        message.to_string(),
+    )))
 }
 
 /// Answers a FATAL error during the startup exchange and closes.

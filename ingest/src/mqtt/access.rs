@@ -17,7 +17,7 @@ use rmqtt::types::{
     SubscribeAclResult,
 };
 use serde::{Deserialize, Serialize};
-use sluice_access::{Access, Principal, Privilege};
+use sluice_access::{Access, LoginThrottle, Principal, Privilege};
 
 use super::RouteTable;
 
@@ -197,6 +197,8 @@ struct Client {
 /// The broker's gate: logins, and the clients they let in.
 pub struct Gate {
     pub access: Option<Arc<Access>>,
+    /// Failed logins per client address, `mqtt.users` ones included.
+    throttle: Arc<LoginThrottle>,
     /// `mqtt.users`: clear-text passwords from the configuration, for a
     /// broker without the access directory.
     pub users: BTreeMap<String, String>,
@@ -223,12 +225,14 @@ fn unshared(filter: &str) -> &str {
 impl Gate {
     pub fn new(
         access: Option<Arc<Access>>,
+        throttle: Arc<LoginThrottle>,
         users: BTreeMap<String, String>,
         acl: Vec<AclRule>,
         no_match_allows: bool,
     ) -> Gate {
         Gate {
             access,
+            throttle,
             users,
             acl,
             no_match_allows,
@@ -243,7 +247,10 @@ impl Gate {
     /// The verified user name, if any, and what the login is.
     async fn login(&self, info: &ConnectInfo) -> Result<(Option<String>, Who), String> {
         let user = info.username().map(|u| u.to_string());
+        let peer = info.id().remote_addr.map(|a| a.ip());
+        self.throttle.check(peer).map_err(|e| e.to_string())?;
         let Some(password) = info.password() else {
+            self.throttle.failed(peer);
             return Err("no password".into());
         };
         let password =
@@ -256,9 +263,10 @@ impl Gate {
             }
         }
         let Some(access) = &self.access else {
+            self.throttle.failed(peer);
             return Err("bad username or password".into());
         };
-        match access.login(user.as_deref(), password).await {
+        match access.login(peer, user.as_deref(), password).await {
             Ok(p) => {
                 // With a token, the user is the token's, whatever name
                 // the client gave.
@@ -510,6 +518,7 @@ mod tests {
     fn a_deny_rule_stops_wildcard_subscriptions_that_reach_it() {
         let gate = Gate::new(
             None,
+            Arc::new(LoginThrottle::new(0, std::time::Duration::ZERO)),
             Default::default(),
             vec![
                 AclRule {
@@ -544,6 +553,7 @@ mod tests {
         // A login without a user name cannot use a deny rule about users.
         let strict = Gate::new(
             None,
+            Arc::new(LoginThrottle::new(0, std::time::Duration::ZERO)),
             Default::default(),
             vec![AclRule {
                 user: "*".into(),

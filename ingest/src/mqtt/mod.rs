@@ -59,6 +59,9 @@ pub struct MqttConfig {
     /// Set when authentication is on: clients log in as its users (or with
     /// a token as the password), and publish only where they may write.
     pub access: Option<Arc<sluice_access::Access>>,
+    /// Failed logins per client address (the access directory's own, so
+    /// that every port counts against one limit).
+    pub login_throttle: Arc<sluice_access::LoginThrottle>,
     /// Topic ACL rules, in order.
     pub acl: Vec<access::AclRule>,
     /// Whether a publish or subscribe that no rule matches is allowed.
@@ -322,6 +325,7 @@ pub async fn start(cfg: MqttConfig, engine: EngineHandle) -> Result<MqttBroker, 
     let gate = if !cfg.users.is_empty() || cfg.access.is_some() {
         let gate = Arc::new(access::Gate::new(
             cfg.access.clone(),
+            cfg.login_throttle.clone(),
             cfg.users.clone(),
             cfg.acl.clone(),
             cfg.acl_no_match_allows,
