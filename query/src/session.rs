@@ -731,6 +731,9 @@ impl QueryEngine {
                 return Err(QueryError::UnknownDatabase(d.to_string()));
             }
         }
+        if let Some(rows) = self.point_select(s, &db, &stmt)? {
+            return Ok(Outcome::Rows(batches_stream(rows)?));
+        }
         let (ctx, plan) = self.plan(s, stmt).await?;
         SQLOptions::new()
             .with_allow_ddl(false)
@@ -755,6 +758,28 @@ impl QueryEngine {
         Ok(Outcome::Rows(
             df.execute_stream().await.map_err(QueryError::Execution)?,
         ))
+    }
+
+    /// A SELECT of one relational row by its primary key, answered by a
+    /// key lookup in the statement's transaction; None for any other.
+    fn point_select(
+        &self,
+        s: &Session,
+        db: &str,
+        stmt: &Statement,
+    ) -> Result<Option<crate::rel::dml::Returned>, QueryError> {
+        if self.rel.is_none() || !matches!(stmt, Statement::Query(_)) {
+            return Ok(None);
+        }
+        let (binding, _) = self.binding(s, true)?;
+        let Some(point) = crate::rel::point::select(stmt, &binding.catalog(), db) else {
+            return Ok(None);
+        };
+        if let Some(p) = &s.principal {
+            crate::access::check_schema(p, &point.table.schema, Privilege::Read)?;
+        }
+        crate::rel::point::counted();
+        point.run(&binding).map(Some)
     }
 
     /// Whether every table `plan` scans is relational or one of Sluice's own
@@ -854,6 +879,12 @@ impl QueryEngine {
     ) -> Result<Option<arrow::datatypes::SchemaRef>, QueryError> {
         match stmt {
             Statement::Query(_) => {
+                if let Some(rel) = &self.rel {
+                    let db = s.db.as_deref().unwrap_or("public");
+                    if let Some(point) = crate::rel::point::select(stmt, &rel.catalog(), db) {
+                        return Ok(Some(point.schema()));
+                    }
+                }
                 let (_, plan) = self.plan(s, stmt.clone()).await?;
                 Ok(Some(Arc::new(plan.schema().as_arrow().clone())))
             }

@@ -231,3 +231,52 @@ fn bank_transfers_stay_consistent_through_sigkill() {
         conflicts.lock().unwrap()
     );
 }
+
+/// A statement about one row by its primary key runs without a plan; it
+/// answers what the general path answers (the same statement with a
+/// redundant `AND true` takes it), columns and types included, over HTTP
+/// and over the PostgreSQL port.
+#[test]
+fn key_lookups_skip_the_planner_and_answer_as_it_would() {
+    let s = TestServer::start();
+    s.sql(
+        "point",
+        "CREATE TABLE acc (aid integer PRIMARY KEY, v integer, t text, r double precision)",
+    );
+    s.sql(
+        "point",
+        "INSERT INTO acc VALUES (1, 10, 'a', 0.5), (2, NULL, 'b', NULL)",
+    );
+    let counted = || s.metric("sluice_sql_point_statements_total");
+    let before = counted();
+    let queries = [
+        "SELECT v, t FROM acc WHERE aid = 1",
+        "SELECT * FROM acc WHERE aid = 2",
+        "SELECT x.r AS rate, x.aid FROM acc x WHERE x.aid = 1",
+        "SELECT v FROM acc WHERE aid = 7",
+    ];
+    for q in queries {
+        let fast = s.sql("point", q);
+        let general = s.sql("point", &format!("{q} AND true"));
+        assert_eq!(fast["columns"], general["columns"], "{q}");
+        assert_eq!(fast["rows"], general["rows"], "{q}");
+        let (ok, by_pg) = sluice_tests::clients::psql(&s, "sluice", None, "point", q);
+        let (ok2, by_pg_general) =
+            sluice_tests::clients::psql(&s, "sluice", None, "point", &format!("{q} AND true"));
+        assert!(ok && ok2, "{by_pg}{by_pg_general}");
+        assert_eq!(by_pg, by_pg_general, "{q}");
+    }
+    s.sql("point", "UPDATE acc SET v = v + 5, t = 'c' WHERE aid = 1");
+    s.sql("point", "UPDATE acc SET v = v + 5 WHERE aid = 1 AND true");
+    s.sql("point", "INSERT INTO acc (aid, v) VALUES (3, -1)");
+    assert_eq!(
+        s.rows("point", "SELECT aid, v, t FROM acc ORDER BY aid"),
+        vec![
+            vec![Value::from(1), Value::from(20), Value::from("c")],
+            vec![Value::from(2), Value::Null, Value::from("b")],
+            vec![Value::from(3), Value::from(-1), Value::Null],
+        ]
+    );
+    // Four reads over HTTP and four over psql, one update, one insert.
+    assert_eq!(counted() - before, 10.0);
+}

@@ -143,6 +143,7 @@ pub struct ShardStatus {
 #[derive(Debug, Serialize)]
 pub struct QueryCounters {
     pub queries: u64,
+    pub point_statements: u64,
     pub chunks_from_stats: u64,
     pub chunks_decoded: u64,
 }
@@ -242,6 +243,7 @@ pub async fn collect(st: &AppState) -> Result<Status, crate::error::ApiError> {
         storage: storage(&shards, st.started.memory_limit_bytes),
         query: QueryCounters {
             queries: q.queries.load(Ordering::Relaxed),
+            point_statements: q.point_statements.load(Ordering::Relaxed),
             chunks_from_stats: q.chunks_from_stats.load(Ordering::Relaxed),
             chunks_decoded: q.chunks_decoded.load(Ordering::Relaxed),
         },

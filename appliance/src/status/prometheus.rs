@@ -137,6 +137,12 @@ pub fn render(s: &Status) -> String {
         s.query.queries as f64,
     );
     o.single(
+        "sluice_sql_point_statements_total",
+        "Statements about one relational row by its primary key, run without a DataFusion plan.",
+        "counter",
+        s.query.point_statements as f64,
+    );
+    o.single(
         "sluice_http_connections",
         "HTTP connections open.",
         "gauge",

@@ -213,6 +213,37 @@ impl QueryEngine {
         Ok(v)
     }
 
+    /// The rows of an INSERT's VALUES or query, run through DataFusion:
+    /// per row, the values of the target columns, typed as those columns.
+    async fn evaluated_rows(
+        &self,
+        db: &str,
+        binding: &Arc<RelBinding>,
+        t: &TableDef,
+        targets: &[usize],
+        source: &str,
+    ) -> Result<Vec<Vec<Value>>, QueryError> {
+        let batches = self.collect_in(Some(db), binding.clone(), source).await?;
+        let mut rows = Vec::new();
+        for b in &batches {
+            if b.num_columns() != targets.len() {
+                return Err(QueryError::InvalidValue(format!(
+                    "INSERT has {} expressions but {} target columns",
+                    b.num_columns(),
+                    targets.len()
+                )));
+            }
+            let mut cols = Vec::with_capacity(targets.len());
+            for (k, &c) in targets.iter().enumerate() {
+                cols.push(column_values(b, k, t.columns[c].ty, &t.columns[c].name)?);
+            }
+            for i in 0..b.num_rows() {
+                rows.push(cols.iter().map(|col| col[i].clone()).collect());
+            }
+        }
+        Ok(rows)
+    }
+
     pub(crate) async fn insert(
         &self,
         db: &str,
@@ -259,33 +290,28 @@ impl QueryEngine {
             .source
             .as_ref()
             .ok_or_else(|| QueryError::Unsupported("INSERT without VALUES or a query".into()))?;
-        let batches = self
-            .collect_in(Some(db), binding.clone(), &source.to_string())
-            .await?;
-        let mut rows: Vec<Row> = Vec::new();
+        // Literal VALUES (what OLTP clients send) need no plan.
+        let given = match super::point::literal_rows(source, &t, &targets) {
+            Some(rows) => {
+                super::point::counted();
+                rows
+            }
+            None => {
+                self.evaluated_rows(db, &binding, &t, &targets, &source.to_string())
+                    .await?
+            }
+        };
+        let mut rows: Vec<Row> = Vec::with_capacity(given.len());
         let mut cache = vec![None; t.columns.len()];
-        for b in &batches {
-            if b.num_columns() != targets.len() {
-                return Err(QueryError::InvalidValue(format!(
-                    "INSERT has {} expressions but {} target columns",
-                    b.num_columns(),
-                    targets.len()
-                )));
-            }
-            let mut cols: Vec<Option<Vec<Value>>> = vec![None; t.columns.len()];
-            for (k, &c) in targets.iter().enumerate() {
-                cols[c] = Some(column_values(b, k, t.columns[c].ty, &t.columns[c].name)?);
-            }
-            for i in 0..b.num_rows() {
-                let mut row = Vec::with_capacity(t.columns.len());
-                for (c, col) in cols.iter().enumerate() {
-                    match col {
-                        Some(v) => row.push(v[i].clone()),
-                        None => row.push(self.default_value(&binding, &t, c, &mut cache).await?),
-                    }
+        for vals in given {
+            let mut row = Vec::with_capacity(t.columns.len());
+            for c in 0..t.columns.len() {
+                match targets.iter().position(|&x| x == c) {
+                    Some(k) => row.push(vals[k].clone()),
+                    None => row.push(self.default_value(&binding, &t, c, &mut cache).await?),
                 }
-                rows.push(row);
             }
+            rows.push(row);
         }
         check_rows(&t, &rows).await?;
         let mut written = Vec::with_capacity(rows.len());
@@ -481,6 +507,43 @@ impl QueryEngine {
         )))
     }
 
+    /// A point UPDATE: the row read, locked (read again if it changed
+    /// meanwhile, as `collect_locked` does) and written. Answers the rows
+    /// changed, or None when the new row is for the general path to make.
+    async fn point_update(
+        &self,
+        binding: &Arc<RelBinding>,
+        point: &super::point::PointUpdate,
+    ) -> Result<Option<usize>, QueryError> {
+        let t = &point.table;
+        if let Some(p) = &binding.principal {
+            // UPDATE reads its table, as the general path's SELECT does.
+            crate::access::check_schema(p, &t.schema, sluice_access::Privilege::Read)?;
+        }
+        binding.txn.lock().begin_statement();
+        for _ in 0..8 {
+            let old = binding.txn.lock().get(t, &point.key)?;
+            let keys: Vec<Vec<u8>> = old.iter().map(|_| point.key.clone()).collect();
+            if binding.handle.lock_rows(&binding.txn, t.id, &keys).await? {
+                continue;
+            }
+            let Some(old) = old else {
+                super::point::counted();
+                return Ok(Some(0));
+            };
+            let Some(new) = point.apply(&old) else {
+                return Ok(None);
+            };
+            let cat = binding.catalog();
+            binding.txn.lock().update(&cat, t, &point.key, new)?;
+            super::point::counted();
+            return Ok(Some(1));
+        }
+        Err(QueryError::Rel(RelError::Conflict(
+            "the rows to change kept changing under it".into(),
+        )))
+    }
+
     pub(crate) async fn update(
         &self,
         db: &str,
@@ -496,6 +559,14 @@ impl QueryEngine {
             return Err(QueryError::Unsupported("UPDATE with JOIN or LIMIT".into()));
         }
         let t = target(&binding, name, db)?;
+        if let Some(point) = super::point::update(up, &binding.catalog(), db) {
+            if let Some(n) = self.point_update(&binding, &point).await? {
+                return Ok(DmlResult {
+                    tag: format!("UPDATE {n}"),
+                    returning: None,
+                });
+            }
+        }
         let alias_name = alias_of(alias, &t);
         let items = self.assigned_items(&t, &up.assignments, &alias_name)?;
         let mut sql = format!("SELECT {alias_name}.{PK_COLUMN}, {items} FROM {}", up.table);

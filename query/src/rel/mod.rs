@@ -7,6 +7,7 @@ pub mod convert;
 pub mod ddl;
 pub mod dml;
 pub mod introspect;
+pub mod point;
 pub mod provider;
 pub mod seqfn;
 pub mod view;
